@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# pmemlab quick start. On a fresh Debian 12 / Ubuntu machine, as root or a sudoer:
+#
+#   ./bootstrap.sh          install everything, build the guest image, run the main job
+#   ./bootstrap.sh test     install everything, build the guest image, run the full test suite
+#
+# Idempotent: installed packages, the virtualenv and the cached image are reused.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl e2fsprogs xfsprogs
+              gcc libc6-dev util-linux python3 python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# The image builder asks apt for Debian's kernel package: apt's lists must be there.
+if [ "${#missing[@]}" -gt 0 ] || ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    echo "bootstrap: apt-get update"
+    $SUDO apt-get update -qq
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.pmemlab-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing the pmemlab Python package"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+
+# Needs root for 'apt-get download' of the kernel package (nothing is installed).
+$SUDO .venv/bin/pmemlab image build
+
+case "${1:-run}" in
+    run)
+        $SUDO .venv/bin/pmemlab doctor || true
+        exec $SUDO .venv/bin/pmemlab vm smoke --fs ext4
+        ;;
+    test)
+        exec $SUDO .venv/bin/python -m pytest -v -ra tests
+        ;;
+    *)
+        echo "usage: $0 [run|test]" >&2
+        exit 2
+        ;;
+esac

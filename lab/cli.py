@@ -1,0 +1,214 @@
+"""The pmemlab command line: parse, call the core, render. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import statistics
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+from lab import doctor as doctor_mod
+from lab.errors import LabError
+from lab.guest.pmem import Filesystem
+from lab.image import cache as image_cache
+from lab.image.builder import build as build_image
+from lab.image.kernel import user_kernel
+from lab.paths import cache_dir, images_dir
+from lab.runs import new_run_dir, write_json
+from lab.ui import UI
+from lab.vm.accel import AccelVerdict, choose
+from lab.vm.boot import probe_kvm_boot
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_LAB_ERROR = 2
+
+
+def lab_errors(func: F) -> F:
+    """Turn the lab's own errors into a one-line message and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LabError as exc:
+            UI().abort(str(exc), EXIT_LAB_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM/SIGHUP unwind like Ctrl-C does, so every `with Machine` cleans up.
+    raise SystemExit(128 + signum)
+
+
+def resolve_accel(requested: str, image: image_cache.Image) -> AccelVerdict:
+    return choose(requested, cache_dir(), lambda: probe_kvm_boot(image))
+
+
+accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
+                            help="auto uses KVM only where a normal guest really boots under it.")
+image_option = click.option("--image", "image_name", default=image_cache.DEFAULT_REF, show_default=True,
+                            help="Image ref name or id (see 'pmemlab image list').")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """pmemlab: a persistent-memory test lab (QEMU NVDIMMs, DAX, power cuts, oracles)."""
+
+
+# -- image ---------------------------------------------------------------
+@cli.group()
+def image() -> None:
+    """Build and list guest images (kernel + initramfs)."""
+
+
+@image.command("build")
+@click.option("--recipe", type=click.Path(path_type=Path), default=None,
+              help="Recipe TOML (default images/debian12-pmem.toml).")
+@click.option("--kernel", "kernel_path", type=click.Path(path_type=Path), default=None,
+              help="Your own bzImage instead of Debian's kernel.")
+@click.option("--modules", type=click.Path(path_type=Path), default=None,
+              help="Modules tree for --kernel (INSTALL_MOD_PATH or lib/modules/VERSION).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Kernel .config for --kernel (found next to it when omitted).")
+@click.option("--ref", default=None, help="Name to give the image (default: the recipe name).")
+@click.option("--force", is_flag=True, help="Rebuild even if the cache has this image.")
+@json_option
+@lab_errors
+def image_build(recipe: Path | None, kernel_path: Path | None, modules: Path | None, config_path: Path | None,
+                ref: str | None, force: bool, as_json: bool) -> None:
+    """Build the guest image (content-addressed: unchanged inputs do no work)."""
+    ui = UI(as_json)
+    if kernel_path is None and (modules is not None or config_path is not None):
+        ui.abort("--modules and --config go with --kernel PATH/bzImage", EXIT_LAB_ERROR)
+    recipe = recipe or images_dir() / "debian12-pmem.toml"
+    kernel = user_kernel(kernel_path, modules, config_path) if kernel_path else None
+    result = build_image(recipe, cache_dir(), kernel=kernel, ref=ref, force=force)
+    data = {"id": result.image.id, "path": str(result.image.path), "built": result.built,
+            "seconds": round(result.seconds, 2), **result.image.manifest}
+    if as_json:
+        ui.emit_json(data)
+        return
+    state = "built" if result.built else "already in the cache"
+    ui.info(f"image [bold]{result.image.id}[/bold] {state} ({result.seconds:.1f} s): "
+            f"kernel {result.image.kernel_version}, {result.image.manifest['initramfs_bytes'] / 1e6:.1f} MB initramfs")
+    ui.info(f"  {result.image.path}")
+
+
+@image.command("list")
+@json_option
+@lab_errors
+def image_list(as_json: bool) -> None:
+    """Images in the cache, and the names that point at them."""
+    ui = UI(as_json)
+    refs = image_cache.list_refs(cache_dir())
+    images = image_cache.list_images(cache_dir())
+    if as_json:
+        ui.emit_json({"refs": refs, "images": [i.manifest for i in images]})
+        return
+    names = {v: k for k, v in refs.items()}
+    ui.table(f"images in {cache_dir()}", ["id", "ref", "kernel", "built"],
+             [[i.id, names.get(i.id, ""), i.kernel_version, str(i.manifest.get("built_at", ""))] for i in images])
+
+
+# -- doctor --------------------------------------------------------------
+@cli.command()
+@image_option
+@json_option
+@lab_errors
+def doctor(image_name: str, as_json: bool) -> None:
+    """Check this host: QEMU, NVDIMM support, accelerator, image cache, disk, guest kernel config."""
+    ui = UI(as_json)
+    report = doctor_mod.run_checks(image_name)
+    if as_json:
+        ui.emit_json(report.to_dict())
+    else:
+        for check in report.checks:
+            mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+            ui.info(f"{mark} {check.name}: {check.detail}")
+            if not check.ok and check.fix:
+                ui.info(f"      fix: {check.fix}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+# -- vm ------------------------------------------------------------------
+@cli.group()
+def vm() -> None:
+    """Single machines."""
+
+
+@vm.command("smoke")
+@click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def vm_smoke(fs: str, accel: str, image_name: str, as_json: bool) -> None:
+    """Boot, set up pmem, mount with DAX, verify, agent round trip, clean shutdown."""
+    from lab.smoke import smoke
+
+    ui = UI(as_json)
+    img = image_cache.resolve(cache_dir(), image_name)
+    verdict = resolve_accel(accel, img)
+    run_dir = new_run_dir("smoke")
+    ui.info(f"smoke: {fs} on image {img.id} (kernel {img.kernel_version}), accelerator {verdict.accel.value} "
+            f"({verdict.reason})")
+    result = smoke(img, Filesystem(fs), verdict, run_dir)
+    write_json(run_dir / "result.json", result.to_dict())
+    if as_json:
+        ui.emit_json(result.to_dict())
+    else:
+        ui.info(f"{'[green]PASS[/green]' if result.ok else '[red]FAIL[/red]'} fs={result.fs} dax={result.dax} "
+                f"boot_to_ready={result.boot_to_ready_s:.2f}s clean_shutdown={result.clean_shutdown} "
+                f"kernel_problems={len(result.kernel_problems)}")
+        ui.info("phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+        ui.info(f"run directory: {run_dir}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+# -- bench ---------------------------------------------------------------
+@cli.group()
+def bench() -> None:
+    """Benchmarks: median of several runs, printed."""
+
+
+@bench.command("boot")
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def bench_boot(runs: int, accel: str, image_name: str, as_json: bool) -> None:
+    """Boot N machines; min/median/max seconds from launch to agent ready."""
+    from lab.bench import boot_times
+
+    ui = UI(as_json)
+    img = image_cache.resolve(cache_dir(), image_name)
+    verdict = resolve_accel(accel, img)
+    run_dir = new_run_dir("bench-boot")
+    samples = boot_times(img, verdict, runs, run_dir, progress=ui.info)
+    summary = {"runs": runs, "accelerator": verdict.accel.value, "min_s": round(min(samples), 3),
+               "median_s": round(statistics.median(samples), 3), "max_s": round(max(samples), 3),
+               "samples_s": [round(s, 3) for s in samples], "run_dir": str(run_dir)}
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+    else:
+        ui.info(f"boot-to-agent-ready over {runs} runs ({verdict.accel.value}): min {summary['min_s']:.2f} s, "
+                f"median {summary['median_s']:.2f} s, max {summary['max_s']:.2f} s")
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    cli()
+
+
+if __name__ == "__main__":
+    main()

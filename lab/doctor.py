@@ -1,0 +1,118 @@
+"""`pmemlab doctor`: is this host ready to run the lab? Each check says what to do."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+from lab.image import cache as image_cache
+from lab.image.kconfig import INTERESTING_OPTIONS, REQUIRED_OPTIONS, missing_options, parse_config
+from lab.paths import cache_dir, data_dir
+from lab.vm.accel import HostFacts, decide_from_facts
+
+MIN_FREE_BYTES = 4 * 1024**3
+QEMU = "qemu-system-x86_64"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def check_qemu() -> list[Check]:
+    path = shutil.which(QEMU)
+    if path is None:
+        return [Check("qemu", False, f"{QEMU} not found", "apt-get install qemu-system-x86 qemu-utils")]
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+    devices = subprocess.run([path, "-device", "help"], capture_output=True, text=True, timeout=10).stdout
+    checks = [Check("qemu", True, version, data={"path": path})]
+    nvdimm = '"nvdimm"' in devices
+    checks.append(Check("nvdimm", nvdimm, "QEMU offers the nvdimm device" if nvdimm else "this QEMU has no nvdimm device",
+                        "install a QEMU built with NVDIMM support (Debian's qemu-system-x86 has it)"))
+    return checks
+
+
+def check_accel(image: image_cache.Image | None) -> Check:
+    facts = HostFacts.read(QEMU)
+    verdict = decide_from_facts(facts, "auto")
+    if verdict is not None:
+        return Check("accelerator", True, f"{verdict.accel.value}: {verdict.reason}", data=asdict(facts))
+    remembered = list((cache_dir() / "accel").glob(f"{facts.cache_key()}.json"))
+    if remembered:
+        return Check("accelerator", True, f"remembered verdict: {remembered[0].read_text().strip()}", data=asdict(facts))
+    return Check("accelerator", True, "KVM looks usable; the first run proves it with a test boot "
+                 f"{'(image ready)' if image else '(needs an image first)'}", data=asdict(facts))
+
+
+def check_image(name: str) -> tuple[Check, image_cache.Image | None]:
+    try:
+        image = image_cache.resolve(cache_dir(), name)
+    except LabError as exc:
+        return Check("image", False, str(exc), "pmemlab image build"), None
+    return Check("image", True, f"{image.id}: kernel {image.kernel_version}, built {image.manifest.get('built_at')}",
+                 data={"path": str(image.path)}), image
+
+
+def check_kernel_config(image: image_cache.Image | None) -> Check:
+    if image is None:
+        return Check("kernel config", False, "no image, so no guest kernel to check", "pmemlab image build")
+    if image.config is None:
+        return Check("kernel config", True, "the image's kernel came without a config: options not checked")
+    options = parse_config(image.config.read_text(errors="replace"))
+    missing = missing_options(options)
+    shown = {name: options.get(name, "n") for name in list(REQUIRED_OPTIONS) + list(INTERESTING_OPTIONS)}
+    detail = ", ".join(f"{k}={v}" for k, v in shown.items())
+    if missing:
+        return Check("kernel config", False, f"missing {', '.join('CONFIG_' + m for m in missing)}; {detail}",
+                     "use a kernel built with FS_DAX, LIBNVDIMM, BLK_DEV_PMEM and ACPI_NFIT", data=shown)
+    return Check("kernel config", True, detail, data=shown)
+
+
+def check_disk() -> list[Check]:
+    checks = []
+    for label, path in (("disk (cache)", cache_dir()), ("disk (runs)", data_dir())):
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        ok = free >= MIN_FREE_BYTES
+        checks.append(Check(label, ok, f"{free / 1024**3:.1f} GiB free at {path}",
+                            f"free space: runs need a few GiB (captures are sparse copies of the NVDIMMs)"))
+    return checks
+
+
+def check_tools() -> Check:
+    needed = ["gcc", "cpio", "depmod", "busybox", "ndctl", "mkfs.ext4", "mkfs.xfs", "xfs_io", "apt-get", "dpkg-deb"]
+    missing = [t for t in needed if shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") is None]
+    if missing:
+        return Check("image tools", False, f"missing: {', '.join(missing)}", "run the README's setup command")
+    return Check("image tools", True, "gcc, cpio, depmod, busybox, ndctl, e2fsprogs, xfsprogs present")
+
+
+def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
+    checks = check_qemu()
+    image_check, image = check_image(image_name)
+    if shutil.which(QEMU):
+        checks.append(check_accel(image))
+    checks += [check_tools(), image_check, check_kernel_config(image)] + check_disk()
+    return Report(checks)

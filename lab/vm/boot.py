@@ -1,0 +1,64 @@
+"""Lab machines from images: the spec a lab machine gets, and the KVM probe boot."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import LabError
+from lab.image.cache import Image
+from lab.vm.machine import Machine
+from lab.vm.media import create_sparse
+from lab.vm.spec import MIB, Accel, MachineSpec, NvdimmSpec
+
+GIB = 1024 * MIB
+DEFAULT_NVDIMM_SIZE = GIB  # xfs needs >= 300 MB; 1 GiB sparse costs nothing until written
+
+
+@dataclass(frozen=True)
+class MachineShape:
+    cpus: int = 2
+    memory_mib: int = 1024
+    nvdimm_size: int = DEFAULT_NVDIMM_SIZE
+
+
+def ready_timeout(accel: Accel) -> float:
+    """How long a guest may take to become ready: TCG is ~10x slower than KVM."""
+    return 120.0 if accel is Accel.TCG else 30.0
+
+
+def lab_spec(image: Image, name: str, workdir: Path, media: list[Path], accel: Accel,
+             shape: MachineShape = MachineShape()) -> MachineSpec:
+    return MachineSpec(
+        name=name,
+        kernel=image.kernel,
+        initrd=image.initramfs,
+        console_log=workdir / f"{name}.console.log",
+        cpus=shape.cpus,
+        memory_mib=shape.memory_mib,
+        nvdimms=tuple(NvdimmSpec(path, shape.nvdimm_size) for path in media),
+        accel=accel,
+    )
+
+
+def probe_kvm_boot(image: Image, timeout: float = 20.0) -> tuple[bool, str]:
+    """Boot `image` under KVM with a deadline: does a normal kernel really come up?"""
+    workdir = Path(tempfile.mkdtemp(prefix="pmemlab-kvm-probe-"))
+    try:
+        media = workdir / "nvdimm0.img"
+        create_sparse(media, DEFAULT_NVDIMM_SIZE)
+        spec = lab_spec(image, "kvm-probe", workdir, [media], Accel.KVM)
+        started = time.monotonic()
+        try:
+            with Machine(spec, workdir) as machine:
+                machine.wait_ready(timeout)
+        except LabError as exc:
+            console = spec.console_log.read_text(errors="replace") if spec.console_log.exists() else ""
+            tail = console.strip().splitlines()[-1] if console.strip() else "no console output"
+            return False, f"{exc.__class__.__name__}: {str(exc).splitlines()[0]} (last console line: {tail!r})"
+        return True, f"ready in {time.monotonic() - started:.1f} s"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""One QEMU machine as a context manager.
+
+    with Machine(spec, workdir) as m:     # launch: media locked, QEMU owned
+        m.wait_ready(timeout=60)          # the guest agent said READY
+        m.run(["uname", "-r"], timeout=10)
+        m.freeze()                        # QMP stop: every vCPU frozen
+    # exit: QEMU killed (process group), channels closed, locks released
+
+States: NEW -> RUNNING <-> PAUSED -> DEAD. Calls made in the wrong state
+raise MachineStateError. Cleanup runs on every exit path and is safe twice.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Sequence
+
+from lab.errors import AgentClosed, AgentTimeout, LaunchError, MachineStateError
+from lab.guest.agent import AgentClient, CommandResult
+from lab.guest.events import EventStream
+from lab.vm.media import MediaLock
+from lab.vm.process import OwnedProcess
+from lab.vm.qmp import QmpChannel
+from lab.vm.spec import ChannelFds, MachineSpec, qemu_argv
+
+
+class MachineState(Enum):
+    NEW = "new"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DEAD = "dead"
+
+
+class Machine:
+    def __init__(self, spec: MachineSpec, workdir: Path) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.state = MachineState.NEW
+        self.process: OwnedProcess | None = None
+        self.qmp: QmpChannel | None = None
+        self._agent: AgentClient | None = None
+        self._events: EventStream | None = None
+        self._locks: list[MediaLock] = []
+        self._sockets: list[socket.socket] = []
+        self.launched_at: float | None = None
+        self.ready_at: float | None = None
+
+    # -- lifecycle -----------------------------------------------------
+    def launch(self, qmp_timeout: float = 15.0) -> "Machine":
+        self._require(MachineState.NEW)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._locks = [MediaLock(nv.backing_file).acquire() for nv in self.spec.nvdimms]
+            pairs = [socket.socketpair() for _ in range(3)]
+            ours = [a for a, _ in pairs]
+            theirs = [b for _, b in pairs]
+            self._sockets = ours
+            for sock in theirs:
+                sock.set_inheritable(True)
+            fds = ChannelFds(qmp=theirs[0].fileno(), agent=theirs[1].fileno(), events=theirs[2].fileno())
+            argv = qemu_argv(self.spec, fds)
+            (self.workdir / f"{self.spec.name}.argv").write_text("\n".join(argv) + "\n")
+            self.launched_at = time.monotonic()
+            self.process = OwnedProcess(argv, self.workdir / f"{self.spec.name}.qemu.log",
+                                        pass_fds=[s.fileno() for s in theirs] + [l.fd for l in self._locks if l.fd is not None])
+            for sock in theirs:
+                sock.close()  # QEMU holds them now; ours must not keep the peer alive
+            self.state = MachineState.RUNNING
+            self.qmp = QmpChannel(ours[0], self.spec.name)
+            try:
+                self.qmp.connect(qmp_timeout)
+            except Exception as exc:
+                code = self.process.wait(2.0)
+                raise LaunchError(f"QEMU for machine {self.spec.name!r} did not come up: {exc}",
+                                  argv, code, self.process.output()) from None
+            self._agent = AgentClient(ours[1])
+            self._events = EventStream(ours[2])
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> float:
+        """Wait for the agent's READY; returns seconds from launch to ready."""
+        agent = self.agent
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AgentTimeout(f"machine {self.spec.name!r}: the guest agent was not ready within {timeout:.0f} s "
+                                   f"(console: {self.spec.console_log})")
+            try:
+                agent.wait_ready(min(0.25, remaining))
+                break
+            except AgentTimeout:
+                self._check_alive()
+            except AgentClosed:
+                self._check_alive()
+                raise
+        self.ready_at = time.monotonic()
+        assert self.launched_at is not None
+        return self.ready_at - self.launched_at
+
+    def _check_alive(self) -> None:
+        assert self.process is not None
+        if not self.process.alive():
+            code = self.process.proc.returncode
+            self.state = MachineState.DEAD
+            raise LaunchError(f"QEMU for machine {self.spec.name!r} exited before the guest was ready "
+                              f"(console: {self.spec.console_log})", self.process.argv, code, self.process.output())
+
+    def freeze(self, timeout: float = 10.0) -> float:
+        """QMP stop: all vCPUs frozen when this returns. Returns host monotonic time."""
+        self._require(MachineState.RUNNING)
+        assert self.qmp is not None
+        self.qmp.execute("stop", timeout=timeout)
+        self.state = MachineState.PAUSED
+        return time.monotonic()
+
+    def cont(self, timeout: float = 10.0) -> None:
+        self._require(MachineState.PAUSED)
+        assert self.qmp is not None
+        self.qmp.execute("cont", timeout=timeout)
+        self.state = MachineState.RUNNING
+
+    def poweroff(self, timeout: float = 30.0) -> bool:
+        """Ask the guest to power off and wait for QEMU to exit; kill it if it does not."""
+        self._require(MachineState.RUNNING)
+        assert self.process is not None
+        clean = False
+        try:
+            self.agent.poweroff()
+            clean = self.process.wait(timeout) is not None
+        except (AgentClosed, OSError):
+            clean = self.process.wait(timeout) is not None
+        self.close()
+        return clean
+
+    def destroy(self) -> None:
+        """The power cut's last step: kill QEMU now, no goodbye to the guest."""
+        if self.process is not None and self.process.alive():
+            self.process.kill(grace=0.0)
+        self.close()
+
+    def close(self) -> None:
+        """Kill QEMU if alive, close channels, release media locks; idempotent."""
+        if self.process is not None and self.process.alive():
+            if self.qmp is not None and self.state is not MachineState.DEAD:
+                try:
+                    self.qmp.execute("quit", timeout=2.0)
+                except Exception:
+                    pass  # fall through to the kill
+                self.process.wait(2.0)
+        if self.process is not None:
+            self.process.kill()
+        if self.qmp is not None:
+            self.qmp.close()
+        if self._events is not None:
+            self._events.close()
+        if self._agent is not None:
+            self._agent.close()
+        for sock in self._sockets:
+            sock.close()
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+        self.state = MachineState.DEAD
+
+    def __enter__(self) -> "Machine":
+        if self.state is MachineState.NEW:
+            self.launch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- guest access --------------------------------------------------
+    @property
+    def agent(self) -> AgentClient:
+        if self._agent is None:
+            raise MachineStateError(f"machine {self.spec.name!r} has no agent channel (state {self.state.value})")
+        return self._agent
+
+    @property
+    def events(self) -> EventStream:
+        if self._events is None:
+            raise MachineStateError(f"machine {self.spec.name!r} has no event channel (state {self.state.value})")
+        return self._events
+
+    def run(self, argv: Sequence[str], timeout: float, check: bool = True) -> CommandResult:
+        self._require(MachineState.RUNNING)
+        return self.agent.run(list(argv), timeout=timeout, check=check)
+
+    def console_text(self) -> str:
+        try:
+            return self.spec.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _require(self, *states: MachineState) -> None:
+        if self.state not in states:
+            raise MachineStateError(f"machine {self.spec.name!r} is {self.state.value}; "
+                                    f"this needs {' or '.join(s.value for s in states)}")
