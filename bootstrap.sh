@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl e2fsprogs xfsprogs
+APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e2fsprogs xfsprogs
               gcc libc6-dev util-linux python3 python3-venv)
 
 missing=()
