@@ -11,8 +11,9 @@ from typing import Any, Callable, TypeVar
 import click
 
 from lab import doctor as doctor_mod
-from lab.errors import LabError
-from lab.guest.pmem import Filesystem
+from lab.crash.point import CrashPoint
+from lab.errors import ConfigError, LabError
+from lab.guest.pmem import DaxMode, Filesystem
 from lab.image import cache as image_cache
 from lab.image.builder import build as build_image
 from lab.image.kernel import user_kernel
@@ -20,7 +21,9 @@ from lab.paths import cache_dir, images_dir
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.vm.accel import AccelVerdict, choose
+from lab.verdict import Verdict
 from lab.vm.boot import probe_kvm_boot
+from lab.workloads.mapsync import MapsyncParams
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_LAB_ERROR = 2
@@ -172,6 +175,75 @@ def vm_smoke(fs: str, accel: str, image_name: str, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+# -- run -----------------------------------------------------------------
+@cli.group("run")
+def run_group() -> None:
+    """Power-cut checks."""
+
+
+@run_group.command("mapsync")
+@click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
+@click.option("--records", type=int, default=100, show_default=True, help="Records to write, one per page.")
+@click.option("--cut-after", type=int, default=None, help="Cut the power right after the host reads ACK K.")
+@click.option("--cut-random", is_flag=True, help="Draw K at random from --seed.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--cut-at-seconds", type=float, default=None, help="Cut this long after the workload's mmap succeeded.")
+@click.option("--no-map-sync", is_flag=True, help="Plain MAP_SHARED: the negative control, expected to lose records.")
+@click.option("--prealloc", is_flag=True, help="fallocate the file first (no block allocation at fault time).")
+@click.option("--record-size", type=int, default=64, show_default=True)
+@click.option("--records-per-page", type=int, default=1, show_default=True)
+@click.option("--dax", type=click.Choice([d.value for d in DaxMode]), default="always", show_default=True,
+              help="Mount option; 'never' checks that MAP_SYNC is refused with EOPNOTSUPP.")
+@click.option("--keep-capture", is_flag=True, help="Keep the captured media in the run directory.")
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
+                cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
+                records_per_page: int, dax: str, keep_capture: bool, accel: str, image_name: str,
+                as_json: bool) -> None:
+    """Cut the power during a MAP_SYNC workload and judge the recovered media."""
+    from lab.crash.mapsync_check import MapsyncCheck, run_mapsync_check
+    from lab.report.mapsync import render_result
+
+    ui = UI(as_json)
+    check = MapsyncCheck(
+        fs=Filesystem(fs), dax=DaxMode(dax),
+        workload=MapsyncParams(records=records, record_size=record_size, records_per_page=records_per_page,
+                               prealloc=prealloc, map_sync=not no_map_sync),
+        crash=crash_point(records, cut_after, cut_random, seed, cut_at_seconds),
+        keep_capture=keep_capture)
+    check.crash.validate_for(records)
+    img = image_cache.resolve(cache_dir(), image_name)
+    verdict = resolve_accel(accel, img)
+    run_dir = new_run_dir("mapsync")
+    ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, "
+            f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
+            f"{verdict.accel.value}")
+    result = run_mapsync_check(check, img, verdict, run_dir, progress=ui.info)
+    if as_json:
+        ui.emit_json(result.to_dict())
+    else:
+        render_result(ui, result)
+    raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
+
+
+def crash_point(records: int, cut_after: int | None, cut_random: bool, seed: int,
+                cut_at_seconds: float | None) -> CrashPoint:
+    """One crash point from the CLI's options; a clear error when they conflict."""
+    chosen = sum([cut_after is not None, cut_random, cut_at_seconds is not None])
+    if chosen > 1:
+        raise ConfigError("give one of --cut-after K, --cut-random, --cut-at-seconds S")
+    if records <= 0:
+        raise ConfigError(f"--records must be at least 1, got {records}")
+    if cut_random:
+        return CrashPoint.random_ack(records, seed)
+    if cut_at_seconds is not None:
+        return CrashPoint(after_seconds=cut_at_seconds)
+    return CrashPoint(after_ack=cut_after if cut_after is not None else (records * 3) // 5)
+
+
 # -- bench ---------------------------------------------------------------
 @cli.group()
 def bench() -> None:
@@ -202,6 +274,35 @@ def bench_boot(runs: int, accel: str, image_name: str, as_json: bool) -> None:
     else:
         ui.info(f"boot-to-agent-ready over {runs} runs ({verdict.accel.value}): min {summary['min_s']:.2f} s, "
                 f"median {summary['median_s']:.2f} s, max {summary['max_s']:.2f} s")
+
+
+@bench.command("mapsync")
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
+@click.option("--records", type=int, default=100, show_default=True)
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str, as_json: bool) -> None:
+    """Wall time of full crash points (boot .. oracles): median and per-phase medians."""
+    from lab.bench import mapsync_times
+
+    ui = UI(as_json)
+    img = image_cache.resolve(cache_dir(), image_name)
+    verdict = resolve_accel(accel, img)
+    run_dir = new_run_dir("bench-mapsync")
+    summary = mapsync_times(img, verdict, Filesystem(fs), records, runs, run_dir, progress=ui.info)
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+        return
+    ui.info(f"full crash point over {runs} runs ({verdict.accel.value}, {fs}, {records} records): "
+            f"min {summary['min_s']:.2f} s, median {summary['median_s']:.2f} s, max {summary['max_s']:.2f} s")
+    ui.table("median seconds per phase", ["phase", "median s"],
+             [[k, f"{v:.3f}"] for k, v in summary["phase_median_s"].items()])
+    ui.info(f"capture of a {summary['nvdimm_bytes'] / 1024**3:.0f} GiB sparse NVDIMM: median "
+            f"{summary['capture_median_s']:.3f} s ({summary['capture_method']})")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ through the agent, with a deadline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from lab.errors import GuestError
@@ -43,6 +43,7 @@ class PmemMount:
     fs: Filesystem
     dax: DaxMode
     mountpoint: str = MOUNTPOINT
+    dax_active: bool | None = None  # STATX_ATTR_DAX of a new file, once verified
 
 
 def wait_for_namespace(agent: AgentClient, timeout: float = 30.0) -> None:
@@ -118,5 +119,4 @@ def setup(agent: AgentClient, fs: Filesystem, dax: DaxMode = DaxMode.ALWAYS) -> 
     device = create_fsdax(agent)
     mkfs(agent, fs, device)
     mnt = mount(agent, fs, device, dax)
-    verify_dax(agent, mnt)
-    return mnt
+    return replace(mnt, dax_active=verify_dax(agent, mnt))

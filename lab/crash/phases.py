@@ -1,0 +1,27 @@
+"""Phase timings: each named step of a run, in seconds, in order."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class PhaseTimer:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.current: str | None = None  # the phase in progress: named in HANG and error findings
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.current = name
+        mark = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.monotonic() - mark, 3)
+            self.current = None
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.started, 3)
