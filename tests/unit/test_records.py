@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from lab.oracles.persistence import check_persistence
 from lab.oracles.records import (
     FNV_OFFSET_BASIS,
     RecordLayout,
@@ -139,3 +144,29 @@ def test_garbage_seq_does_not_crash() -> None:
     data = _file(LAYOUT, 2)
     data[LAYOUT.offset(1) + 8:LAYOUT.offset(1) + 16] = b"\xff" * 8
     assert check_record(bytes(data), 1, LAYOUT) is RecordState.CORRUPT
+
+
+MAPSYNC_C = Path(__file__).resolve().parents[2] / "images" / "guest" / "mapsync.c"
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or not MAPSYNC_C.exists(),
+                    reason="needs a C compiler and images/guest/mapsync.c")
+def test_guest_helper_writes_exactly_these_records(tmp_path: Path) -> None:
+    # The real guest helper, on a plain file without MAP_SYNC: same bytes.
+    exe = tmp_path / "mapsync"
+    subprocess.run(["cc", "-O1", "-o", str(exe), str(MAPSYNC_C)], check=True, timeout=60)
+    events = tmp_path / "events"
+    for b, r, n in [(64, 64, 130), (1000, 3, 7), (4096, 1, 3)]:
+        target = tmp_path / f"records-{b}-{r}"
+        with events.open("w") as ev:
+            subprocess.run([str(exe), "--file", str(target), "--records", str(n),
+                            "--record-size", str(b), "--records-per-page", str(r),
+                            "--no-map-sync", "--flush", "none"],
+                           check=True, timeout=30, stdout=subprocess.DEVNULL,
+                           env={**os.environ, "PMEMLAB_EVENT_FD": str(ev.fileno())},
+                           pass_fds=(ev.fileno(),))
+        layout = RecordLayout(b, r)
+        data = target.read_bytes()
+        for i in range(n):
+            assert data[layout.offset(i):layout.end(i)] == build_record(i, layout), (b, r, i)
+        assert check_persistence(data, range(n), layout, n).ok
