@@ -47,7 +47,7 @@ $SUDO .venv/bin/pmemlab image build
 case "${1:-run}" in
     run)
         $SUDO .venv/bin/pmemlab doctor || true
-        exec $SUDO .venv/bin/pmemlab vm smoke --fs ext4
+        exec $SUDO .venv/bin/pmemlab run mapsync --fs ext4
         ;;
     test)
         exec $SUDO .venv/bin/python -m pytest -v -ra tests

@@ -60,7 +60,11 @@ def capture_file(source: Path, dest: Path) -> Capture:
     started = time.monotonic()
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with source.open("rb") as src, dest.open("xb") as dst:
+        dst = dest.open("xb")  # never overwrite: an existing file may be another run's evidence
+    except OSError as exc:
+        raise CaptureError(f"cannot capture {source} to {dest}: {exc.strerror or exc}") from None
+    try:
+        with source.open("rb") as src, dst:
             size = os.fstat(src.fileno()).st_size
             try:
                 fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
