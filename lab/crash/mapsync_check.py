@@ -129,17 +129,28 @@ def _contract_finding(check: MapsyncCheck, mmap: dict[str, Any], file_dax: bool 
                    f"file: expected {expected}, got {got}", details)
 
 
+@dataclass
+class RunHooks:
+    """How a caller follows a run: messages, phase changes, and each machine as it is made
+    (a campaign keeps them so Ctrl-C can destroy them at once)."""
+
+    progress: Callable[[str], None] = lambda _: None
+    on_phase: Callable[[str], None] = lambda _: None
+    on_machine: Callable[[Machine], None] = lambda _: None
+
+
 class _Run:
     """One execution of a MapsyncCheck; holds what the phases hand each other."""
 
     def __init__(self, check: MapsyncCheck, image: Image, accel: AccelVerdict, run_dir: Path,
-                 progress: Callable[[str], None]) -> None:
+                 hooks: RunHooks) -> None:
         self.check = check
         self.image = image
         self.accel = accel
         self.run_dir = run_dir
-        self.progress = progress
-        self.timer = PhaseTimer()
+        self.hooks = hooks
+        self.progress = hooks.progress
+        self.timer = PhaseTimer(hooks.on_phase)
         self.result = CheckResult(Verdict.INFRA_ERROR, check, run_dir, image.id, image.kernel_version,
                                   accel.accel.value)
         self.consoles: dict[str, Path] = {}
@@ -148,7 +159,9 @@ class _Run:
     def machine(self, name: str, media: Path) -> Machine:
         spec = lab_spec(self.image, name, self.run_dir, [media], self.accel.accel, self.check.shape)
         self.consoles[name] = spec.console_log
-        return Machine(spec, self.run_dir)
+        machine = Machine(spec, self.run_dir)
+        self.hooks.on_machine(machine)
+        return machine
 
     # -- phase groups ---------------------------------------------------
     def workload_and_cut(self) -> bool:
@@ -272,10 +285,10 @@ class _Run:
 
 
 def run_mapsync_check(check: MapsyncCheck, image: Image, accel: AccelVerdict, run_dir: Path,
-                      progress: Callable[[str], None] = lambda _: None) -> CheckResult:
+                      progress: Callable[[str], None] = lambda _: None, hooks: RunHooks | None = None) -> CheckResult:
     """Run one check; always returns a result (and writes result.json), never a silent pass."""
     check.crash.validate_for(check.workload.records)
-    run = _Run(check, image, accel, run_dir, progress)
+    run = _Run(check, image, accel, run_dir, hooks or RunHooks(progress=progress))
     result = run.result
     findings: list[Finding] = []
     write_json(run_dir / "result.json", {**result.to_dict(), "status": "running"})

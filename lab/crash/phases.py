@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class PhaseTimer:
-    def __init__(self) -> None:
+    def __init__(self, on_phase: Callable[[str], None] = lambda _: None) -> None:
+        self.on_phase = on_phase  # live progress displays follow the phases
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
         self.current: str | None = None  # the phase in progress: named in HANG and error findings
@@ -16,6 +17,7 @@ class PhaseTimer:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.current = name
+        self.on_phase(name)
         mark = time.monotonic()
         try:
             yield
