@@ -1,0 +1,218 @@
+"""Cases: expansion order, stable ids and seeds, JSON round trip, export as a standalone scenario."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from lab.cases import Case, case_id, case_seed, expand, export_case_scenario
+from lab.crash.point import CrashPoint
+from lab.errors import ConfigError
+from lab.guest.pmem import DaxMode, Filesystem
+from lab.paths import REPO_ROOT
+from lab.scenario import load_scenario, parse_scenario
+from lab.verdict import Verdict
+from lab.vm.boot import MachineShape
+from lab.vm.spec import MIB
+from lab.workloads.mapsync import MapsyncParams
+
+SCENARIOS = REPO_ROOT / "scenarios"
+
+WIDE = """\
+# A bit of everything: two matrix keys, repeats, several crash points.
+[scenario]
+name = "wide"
+description = "d"
+workload = "mapsync"
+repeat = 2
+seed = 7
+image = "custom-image"
+
+[machine]
+cpus = 1
+memory_mib = 512
+nvdimm_size_mib = 128
+
+[workload]
+records = 50
+record_size = 128
+records_per_page = 2
+delay_us = 5
+
+[matrix]
+map_sync = [true, false]
+dax = ["always", "inode"]
+
+[crash]
+{crash}
+
+[oracles]
+fsck = false
+
+[[expect]]
+where = {{ map_sync = false, dax = "always" }}
+verdict = "VIOLATION"
+
+[[expect]]
+verdict = "PASS"
+"""
+
+CRASHES = {
+    "after_ack": 'strategy = "after_ack"\nack = 10',
+    "ack_list": 'strategy = "ack_list"\nacks = [3, 30]',
+    "random_ack": 'strategy = "random_ack"\ncount = 3',
+    "every_nth_ack": 'strategy = "every_nth_ack"\nevery = 20',
+    "time_offsets": 'strategy = "time_offsets"\nseconds = [0.01, 0.25]',
+}
+
+
+def wide(tmp_path: Path, strategy: str = "ack_list", name: str = "wide.toml") -> list[Case]:
+    path = tmp_path / name
+    path.write_text(WIDE.format(crash=CRASHES[strategy]))
+    return expand(load_scenario(path))
+
+
+def test_smoke_expands_to_its_two_cases() -> None:
+    scenario = load_scenario(SCENARIOS / "smoke.toml")
+    cases = expand(scenario)
+    assert [(c.cell_key, c.expect) for c in cases] == [("fs=ext4 map_sync=true", Verdict.PASS),
+                                                       ("fs=ext4 map_sync=false", Verdict.VIOLATION)]
+    first = cases[0]
+    assert re.fullmatch(r"[0-9a-f]{12}", first.id)
+    assert (first.scenario, first.scenario_hash, first.image) == ("smoke", scenario.content_hash, "debian12-pmem")
+    assert first.cell == {"fs": "ext4", "map_sync": True}
+    assert first.check.fs is Filesystem.EXT4 and first.check.dax is DaxMode.ALWAYS
+    assert first.check.workload == MapsyncParams(records=40, map_sync=True, prealloc=False)
+    assert first.check.crash == CrashPoint(after_ack=20)
+    assert first.check.shape == MachineShape()
+    assert cases[1].check.workload.map_sync is False
+
+
+def test_shipped_mapsync_expands_to_eight_cases() -> None:
+    cases = expand(load_scenario(SCENARIOS / "mapsync.toml"))
+    assert len(cases) == 8 and len({c.id for c in cases}) == 8
+    assert [c.cell_key for c in cases if c.expect is Verdict.VIOLATION] == [
+        "fs=ext4 map_sync=false prealloc=false", "fs=xfs map_sync=false prealloc=false"]
+    assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.workload.records == 100 for c in cases)
+
+
+def test_order_cells_then_repeats_then_crash_points(tmp_path: Path) -> None:
+    cases = wide(tmp_path)
+    assert [(c.cell_key, c.repeat, c.crash_index, c.check.crash.after_ack) for c in cases[:5]] == [
+        ("map_sync=true dax=always", 0, 0, 3), ("map_sync=true dax=always", 0, 1, 30),
+        ("map_sync=true dax=always", 1, 0, 3), ("map_sync=true dax=always", 1, 1, 30),
+        ("map_sync=true dax=inode", 0, 0, 3)]
+    assert len(cases) == 4 * 2 * 2
+    assert [c.expect for c in cases[::4]] == [Verdict.PASS, Verdict.PASS, Verdict.VIOLATION, Verdict.PASS]
+
+
+def test_case_fields_come_from_machine_workload_cell_and_oracles(tmp_path: Path) -> None:
+    case = wide(tmp_path)[9]
+    assert case.cell == {"map_sync": False, "dax": "always"}
+    assert case.image == "custom-image"
+    assert case.oracles == {"persistence": True, "fsck": False, "kernel_log": True}
+    assert case.check.shape == MachineShape(cpus=1, memory_mib=512, nvdimm_size=128 * MIB)
+    assert case.check.dax is DaxMode.ALWAYS and case.check.fs is Filesystem.EXT4
+    assert case.check.workload == MapsyncParams(records=50, record_size=128, records_per_page=2, map_sync=False,
+                                                delay_us=5)
+
+
+def test_ids_and_seeds_are_stable_and_follow_their_formulas(tmp_path: Path) -> None:
+    cases = wide(tmp_path)
+    (tmp_path / "other").mkdir()
+    again = wide(tmp_path / "other")  # same bytes, other path: same cases
+    assert cases == again
+    assert len({c.id for c in cases}) == len(cases)
+    scenario_hash = hashlib.sha256(WIDE.format(crash=CRASHES["ack_list"]).encode()).hexdigest()
+    for case in cases:
+        assert case.scenario_hash == scenario_hash
+        canonical = json.dumps(case.cell, sort_keys=True, separators=(",", ":"))
+        text = f"{scenario_hash}\n{canonical}\n{case.repeat}\n{case.crash_index}"
+        assert case.id == hashlib.sha256(text.encode()).hexdigest()[:12] == case_id(
+            scenario_hash, case.cell, case.repeat, case.crash_index)
+        digest = hashlib.sha256(f"7:{case.cell_key}:{case.repeat}:{case.crash_index}".encode()).hexdigest()
+        assert case.seed == int(digest[:16], 16) % 2**31 == case_seed(7, case.cell_key, case.repeat,
+                                                                     case.crash_index)
+
+
+def test_any_byte_of_the_file_changes_the_ids(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(WIDE.format(crash=CRASHES["after_ack"]))
+    before = expand(load_scenario(path))
+    path.write_text(WIDE.format(crash=CRASHES["after_ack"]) + "# a comment\n")
+    after = expand(load_scenario(path))
+    assert [c.seed for c in before] == [c.seed for c in after]  # seeds derive from the base seed, not bytes
+    assert not {c.id for c in before} & {c.id for c in after}
+
+
+def test_random_ack_draws_from_the_case_seed(tmp_path: Path) -> None:
+    cases = wide(tmp_path, "random_ack")
+    assert len(cases) == 4 * 2 * 3
+    for case in cases:
+        assert case.check.crash.seed == case.seed
+        assert case.check.crash.after_ack == random.Random(case.seed).randrange(50)
+    assert cases == wide(tmp_path, "random_ack", name="again.toml")
+
+
+def test_every_nth_and_time_offsets(tmp_path: Path) -> None:
+    assert [c.check.crash.after_ack for c in wide(tmp_path, "every_nth_ack")[:2]] == [19, 39]
+    assert [c.check.crash.after_seconds for c in wide(tmp_path, "time_offsets")[:2]] == [0.01, 0.25]
+
+
+@pytest.mark.parametrize("strategy", CRASHES)
+def test_json_round_trip_is_exact(tmp_path: Path, strategy: str) -> None:
+    for case in wide(tmp_path, strategy):
+        stored = json.dumps(case.to_dict())
+        back = Case.from_dict(json.loads(stored))
+        assert back == case
+        assert json.dumps(back.to_dict()) == stored
+        assert list(back.cell) == list(case.cell)  # matrix order survives
+
+
+def test_from_dict_rejects_bad_records(tmp_path: Path) -> None:
+    data = wide(tmp_path)[0].to_dict()
+    with pytest.raises(ConfigError, match=r"case record \w{12}: its scenario hash, cell, repeat and crash index "
+                                          r"give id \w{12}"):
+        Case.from_dict({**data, "repeat": 1})
+    with pytest.raises(ConfigError, match=r"malformed case record: KeyError: 'check'"):
+        Case.from_dict({k: v for k, v in data.items() if k != "check"})
+    with pytest.raises(ConfigError, match=r"malformed case record: ValueError: 'MAYBE' is not a valid Verdict"):
+        Case.from_dict({**data, "expect": "MAYBE"})
+    with pytest.raises(ConfigError, match=r"case record format 2; this lab reads format 1"):
+        Case.from_dict({**data, "format": 2})
+
+
+@pytest.mark.parametrize("strategy", CRASHES)
+def test_export_reproduces_each_case(tmp_path: Path, strategy: str) -> None:
+    for case in wide(tmp_path, strategy):
+        text = export_case_scenario(case)
+        assert text.startswith(f"# Exported from case {case.id} of scenario wide ")
+        scenario = parse_scenario(text.encode(), Path("export.toml"))
+        assert scenario.repeat == 1 and scenario.crash.strategy in ("after_ack", "time_offsets")
+        assert all(len(values) == 1 for values in scenario.matrix.values())
+        (only,) = expand(scenario)
+        assert (only.check, only.expect, only.image, only.oracles) == (case.check, case.expect, case.image,
+                                                                       case.oracles)
+        assert only.cell == case.cell
+
+
+def test_export_of_shipped_cases(tmp_path: Path) -> None:
+    for name in ("mapsync", "smoke"):
+        for case in expand(load_scenario(SCENARIOS / f"{name}.toml")):
+            path = tmp_path / f"{case.id}.toml"
+            path.write_text(export_case_scenario(case))
+            (only,) = expand(load_scenario(path))
+            assert (only.check, only.expect, only.image) == (case.check, case.expect, case.image)
+
+
+def test_export_keeps_a_random_draw_seed(tmp_path: Path) -> None:
+    case = wide(tmp_path, "random_ack")[0]
+    text = export_case_scenario(case)
+    assert f"ack = {case.check.crash.after_ack}\nseed = {case.seed}  # the seed this ack was drawn with" in text
+    (only,) = expand(parse_scenario(text.encode(), Path("export.toml")))
+    assert only.check.crash.describe() == case.check.crash.describe()
