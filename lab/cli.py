@@ -305,6 +305,17 @@ def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str,
             f"{summary['capture_median_s']:.3f} s ({summary['capture_method']})")
 
 
+def _register_campaign_commands() -> None:
+    from lab.cli_campaign import campaign, repro, results
+
+    cli.add_command(campaign)
+    cli.add_command(results)
+    cli.add_command(repro)
+
+
+_register_campaign_commands()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
