@@ -97,7 +97,8 @@ def test_shipped_mapsync_expands_to_eight_cases() -> None:
     cases = expand(load_scenario(SCENARIOS / "mapsync.toml"))
     assert len(cases) == 8 and len({c.id for c in cases}) == 8
     assert [c.cell_key for c in cases if c.expect is Verdict.VIOLATION] == [
-        "fs=ext4 map_sync=false prealloc=false", "fs=xfs map_sync=false prealloc=false"]
+        "fs=ext4 map_sync=false prealloc=false", "fs=ext4 map_sync=false prealloc=true",
+        "fs=xfs map_sync=false prealloc=false", "fs=xfs map_sync=false prealloc=true"]
     assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.workload.records == 100 for c in cases)
 
 
