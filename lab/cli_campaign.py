@@ -260,13 +260,15 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -
 
     ui = UI(as_json)
     try:
-        stored = _store(db).get_case(case_id)
+        store = _store(db)
+        stored = store.get_case(case_id)
         case = Case.from_dict(stored["case"])
+        image_id = store.get_campaign(stored["campaign_id"])["image_id"]  # the exact image the case ran on
         recorded = stored.get("verdict")
         if recorded is None:
             ui.abort(f"case {case.id} has no final verdict to reproduce (campaign {stored.get('campaign_id')} "
                      "did not finish it)", EXIT_LAB_ERROR)
-        image = image_cache.resolve(cache_dir(), stored["image_id"])
+        image = image_cache.resolve(cache_dir(), image_id)
         verdict = resolve_accel(accel, image)
         ui.info(f"repro of case {case.id} ({case.cell_key}, crash {case.check.crash.describe()}), recorded verdict "
                 f"{recorded}, image {image.id}, {times} run(s)")
