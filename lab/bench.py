@@ -69,3 +69,42 @@ def mapsync_times(image: Image, accel: AccelVerdict, fs: Filesystem, records: in
         "capture_median_s": round(statistics.median(captures), 4) if captures else None,
         "capture_method": method, "nvdimm_bytes": check.shape.nvdimm_size, "run_dir": str(run_dir),
     }
+
+
+def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, jobs_list: list[int], work: Path,
+                        progress: Callable[[str], None] = lambda _: None) -> dict[str, object]:
+    """The same scenario run with each jobs value: crash points per minute and the lab's overhead per case."""
+    import statistics
+    import time
+
+    from lab.campaign import CampaignContext, NoProgress, new_campaign_id, run_cases
+    from lab.cases import expand
+    from lab.scenario import load_scenario
+    from lab.store.db import ResultsStore
+
+    scenario = load_scenario(scenario_path)
+    cases = expand(scenario)
+    rows = []
+    for jobs in jobs_list:
+        store = ResultsStore.open(f"sqlite:///{work}/bench-j{jobs}.db")
+        campaign_id = new_campaign_id()
+        store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
+                              scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
+                              kernel_version=image.kernel_version, accelerator=accel.accel.value, jobs=jobs,
+                              cases=[c.to_dict() for c in cases])
+        ctx = CampaignContext(campaign_id, image, accel, store, work / f"runs-j{jobs}")
+        started = time.monotonic()
+        outcomes = run_cases(ctx, cases, jobs, NoProgress())
+        wall = time.monotonic() - started
+        met = sum(1 for o in outcomes if o.result is not None and o.result.verdict is o.case.expect)
+        overheads = [o.overhead_s for o in outcomes if o.result is not None]
+        case_walls = [o.wall_s for o in outcomes if o.result is not None]
+        rows.append({"jobs": jobs, "cases": len(cases), "met": met, "wall_s": round(wall, 2),
+                     "crash_points_per_min": round(len(cases) * 60 / wall, 2),
+                     "case_median_s": round(statistics.median(case_walls), 2),
+                     "overhead_median_s": round(statistics.median(overheads), 3),
+                     "overhead_max_s": round(max(overheads), 3)})
+        store.close()
+        progress(f"-j {jobs}: {len(cases)} crash points in {wall:.1f} s = {rows[-1]['crash_points_per_min']} per "
+                 f"minute; lab overhead per case median {rows[-1]['overhead_median_s']} s")
+    return {"scenario": scenario.name, "accelerator": accel.accel.value, "results": rows}

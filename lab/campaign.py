@@ -97,6 +97,13 @@ class CaseOutcome:
     result: CheckResult | None
     attempts: int
     interrupted: bool = False
+    wall_s: float = 0.0  # the last attempt, store writes included
+    overhead_s: float = 0.0  # wall time outside every machine phase: the lab's own cost
+
+    @staticmethod
+    def lab_overhead(wall_s: float, result: CheckResult) -> float:
+        in_phases = sum(v for k, v in result.timings.items() if k != "total")
+        return max(0.0, wall_s - in_phases)
 
 
 @dataclass
@@ -118,6 +125,7 @@ def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
     """Run one case, retrying INFRA-ERROR a bounded number of times; every attempt is stored."""
     attempt = first_attempt
     while True:
+        started = time.monotonic()
         run_dir = ctx.runs_base / ctx.campaign_id / f"{case.id}-a{attempt}"
         run_dir.mkdir(parents=True, exist_ok=True)
         attempt_id = ctx.store.start_attempt(ctx.campaign_id, case.id, str(run_dir))
@@ -137,7 +145,8 @@ def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
         ctx.store.finish_attempt(attempt_id, result.to_dict(), final=not retry)
         if not retry:
             progress.case_finished(slot, case, result.verdict, result.verdict is case.expect)
-            return CaseOutcome(case, result, attempt)
+            wall = time.monotonic() - started
+            return CaseOutcome(case, result, attempt, wall_s=wall, overhead_s=CaseOutcome.lab_overhead(wall, result))
         attempt += 1
 
 

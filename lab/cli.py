@@ -305,6 +305,38 @@ def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str,
             f"{summary['capture_median_s']:.3f} s ({summary['capture_method']})")
 
 
+@bench.command("campaign")
+@click.argument("scenario_path", type=click.Path(path_type=Path))
+@click.option("--jobs", "jobs_text", default="1,2", show_default=True, help="Comma-separated -j values to compare.")
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def bench_campaign(scenario_path: Path, jobs_text: str, accel: str, image_name: str, as_json: bool) -> None:
+    """Campaign throughput (crash points per minute) at each -j, and the lab's overhead per case."""
+    from lab.bench import campaign_throughput
+
+    ui = UI(as_json)
+    try:
+        jobs_list = [int(j) for j in jobs_text.split(",") if j.strip()]
+    except ValueError:
+        ui.abort(f"--jobs {jobs_text!r}: expected comma-separated integers such as 1,2", EXIT_LAB_ERROR)
+    img = image_cache.resolve(cache_dir(), image_name)
+    verdict = resolve_accel(accel, img)
+    run_dir = new_run_dir("bench-campaign")
+    summary = campaign_throughput(scenario_path, img, verdict, jobs_list, run_dir, progress=ui.info)
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+        return
+    rows = summary["results"]
+    assert isinstance(rows, list)
+    ui.table(f"campaign throughput: {summary['scenario']} ({verdict.accel.value})",
+             ["-j", "cases", "met", "wall s", "crash points/min", "case median s", "lab overhead/case (median, max) s"],
+             [[str(r["jobs"]), str(r["cases"]), str(r["met"]), str(r["wall_s"]), str(r["crash_points_per_min"]),
+               str(r["case_median_s"]), f"{r['overhead_median_s']}, {r['overhead_max_s']}"] for r in rows])
+
+
 def _register_campaign_commands() -> None:
     from lab.cli_campaign import campaign, repro, results
 
