@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from lab.cases import Case
-from lab.crash.mapsync_check import CheckResult, RunHooks, run_mapsync_check
+from lab.crash.mapsync_check import CheckResult, run_mapsync_check
+from lab.workloads.base import RunHooks
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
 from lab.verdict import Verdict

@@ -36,6 +36,7 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
+from lab.workloads.base import RunHooks
 from lab.workloads.mapsync import WORKLOAD_FILE, MapsyncParams
 
 WORKLOAD_TIMEOUT_S = 300.0
@@ -127,16 +128,6 @@ def _contract_finding(check: MapsyncCheck, mmap: dict[str, Any], file_dax: bool 
                        f"{got}, as mmap(2) defines", details)
     return Finding("mmap-contract", Verdict.VIOLATION, f"MAP_SYNC mmap on a {'DAX' if file_dax else 'non-DAX'} "
                    f"file: expected {expected}, got {got}", details)
-
-
-@dataclass
-class RunHooks:
-    """How a caller follows a run: messages, phase changes, and each machine as it is made
-    (a campaign keeps them so Ctrl-C can destroy them at once)."""
-
-    progress: Callable[[str], None] = lambda _: None
-    on_phase: Callable[[str], None] = lambda _: None
-    on_machine: Callable[[Machine], None] = lambda _: None
 
 
 class _Run:
