@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lab.image.cache import Image
 from lab.vm.accel import AccelVerdict
@@ -33,7 +33,7 @@ def boot_times(image: Image, accel: AccelVerdict, runs: int, run_dir: Path,
 
 
 def mapsync_times(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, runs: int, run_dir: Path,
-                  progress: Callable[[str], None] = lambda _: None) -> dict[str, object]:
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Full crash points, one after another: wall time, per-phase medians, capture time."""
     import statistics
     import time

@@ -26,7 +26,8 @@ class CutResult:
 
 
 def durable_set(events: EventStream, issued_at: float) -> tuple[list[int], list[int]]:
-    before, after = set(), set()
+    before: set[int] = set()
+    after: set[int] = set()
     for event in events.snapshot():
         if event.ack is not None:
             (before if event.host_time <= issued_at else after).add(event.ack)

@@ -71,13 +71,18 @@ def user_kernel(bzimage: Path, modules: Path | None, config: Path | None) -> Ker
                 break
         if moddir is None:
             raise ImageError(f"--modules {modules}: no modules tree for {version} "
-                             "(expected lib/modules/{version}/ as 'make modules_install INSTALL_MOD_PATH=' makes)")
+                             f"(expected lib/modules/{version}/ as 'make modules_install INSTALL_MOD_PATH=' makes)")
     if config is None:
         # Where a kernel build tree or modules_install leaves it.
-        for candidate in (bzimage.parent / ".config", bzimage.parents[3] / ".config" if len(bzimage.parents) > 3 else None,
-                          bzimage.parent / f"config-{version}", moddir / "build" / ".config" if moddir else None):
-            if candidate is not None and candidate.is_file():
-                config = candidate
+        places: list[Path | None] = [
+            bzimage.parent / ".config",
+            bzimage.parents[3] / ".config" if len(bzimage.parents) > 3 else None,  # arch/x86/boot/bzImage
+            bzimage.parent / f"config-{version}",
+            moddir / "build" / ".config" if moddir else None,
+        ]
+        for place in places:
+            if place is not None and place.is_file():
+                config = place
                 break
     identity = hashlib.sha256()
     identity.update(file_sha256(bzimage).encode())
