@@ -98,6 +98,9 @@ class Machine:
             except AgentTimeout:
                 self._check_alive()
             except AgentClosed:
+                # The channel closes as QEMU exits (a panic with panic=-1): report the exit, not the EOF.
+                assert self.process is not None
+                self.process.wait(5.0)
                 self._check_alive()
                 raise
         self.ready_at = time.monotonic()

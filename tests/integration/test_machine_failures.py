@@ -1,0 +1,77 @@
+"""Launch failures and guests that never become ready: clear errors, no stray process, locks released."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LaunchError, MediaBusyError
+from lab.image.cache import Image
+from lab.vm.accel import AccelVerdict
+from lab.vm.boot import MachineShape, lab_spec
+from lab.vm.machine import Machine
+from lab.vm.media import MediaLock, create_sparse
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    path = tmp_path / "nvdimm0.img"
+    create_sparse(path, MachineShape().nvdimm_size)
+    return path
+
+
+def test_missing_qemu_binary(image: Image, accel: AccelVerdict, tmp_path: Path, media: Path) -> None:
+    spec = replace(lab_spec(image, "t", tmp_path, [media], accel.accel), qemu_binary="/nonexistent/qemu")
+    with pytest.raises(LaunchError, match="did not come up|cannot start"):
+        Machine(spec, tmp_path).launch()
+    with MediaLock(media):  # released
+        pass
+
+
+def test_bad_qemu_arguments_carry_exit_code_and_output(image: Image, accel: AccelVerdict, tmp_path: Path,
+                                                       media: Path) -> None:
+    spec = replace(lab_spec(image, "t", tmp_path, [media], accel.accel), extra_args=("-no-such-option",))
+    with pytest.raises(LaunchError) as err:
+        Machine(spec, tmp_path).launch()
+    assert err.value.exit_code not in (None, 0)
+    assert "no-such-option" in err.value.output
+    assert err.value.argv[-1] == "-no-such-option"
+    with MediaLock(media):
+        pass
+
+
+def test_guest_that_panics_before_ready(image: Image, accel: AccelVerdict, tmp_path: Path, media: Path) -> None:
+    spec = replace(lab_spec(image, "t", tmp_path, [media], accel.accel), cmdline=("rdinit=/nonexistent",))
+    with Machine(spec, tmp_path) as machine:
+        with pytest.raises(LaunchError, match="exited before the guest was ready"):
+            machine.wait_ready(120)
+    console = spec.console_log.read_text(errors="replace")
+    assert "Kernel panic" in console
+    with MediaLock(media):
+        pass
+
+
+def test_busy_media_is_refused_before_qemu_starts(image: Image, accel: AccelVerdict, tmp_path: Path,
+                                                  media: Path) -> None:
+    spec = lab_spec(image, "t", tmp_path, [media], accel.accel)
+    with MediaLock(media):
+        machine = Machine(spec, tmp_path)
+        with pytest.raises(MediaBusyError, match="in use by another machine"):
+            machine.launch()
+        assert machine.process is None
+
+
+def test_doctor_json(image: Image, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "doctor", "--json"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})
+    data = json.loads(proc.stdout)
+    names = {c["name"]: c for c in data["checks"]}
+    assert {"qemu", "nvdimm", "accelerator", "image", "kernel config"} <= set(names)
+    assert names["kernel config"]["ok"] and names["kernel config"]["data"]["FS_DAX"] == "y"
+    assert proc.returncode == (0 if data["ok"] else 1)
