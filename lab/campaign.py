@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from lab.cases import Case
-from lab.crash.mapsync_check import CheckResult, run_mapsync_check
-from lab.workloads.base import RunHooks
+from lab.workloads.base import Outcome, RunHooks
+from lab.workloads.catalog import get_kind
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
 from lab.verdict import Verdict
@@ -95,14 +95,14 @@ class LiveMachines:
 @dataclass
 class CaseOutcome:
     case: Case
-    result: CheckResult | None
+    result: Outcome | None
     attempts: int
     interrupted: bool = False
     wall_s: float = 0.0  # the last attempt, store writes included
     overhead_s: float = 0.0  # wall time outside every machine phase: the lab's own cost
 
     @staticmethod
-    def lab_overhead(wall_s: float, result: CheckResult) -> float:
+    def lab_overhead(wall_s: float, result: Outcome) -> float:
         in_phases = sum(v for k, v in result.timings.items() if k != "total")
         return max(0.0, wall_s - in_phases)
 
@@ -133,7 +133,7 @@ def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
         progress.case_started(slot, case, attempt)
         hooks = RunHooks(on_phase=lambda phase: progress.case_phase(slot, phase), on_machine=ctx.machines.add)
         try:
-            result = run_mapsync_check(case.check, ctx.image, ctx.accel, run_dir, hooks=hooks)
+            result = get_kind(case.workload).run(case.check, ctx.image, ctx.accel, run_dir, hooks)
         except BaseException:
             if not ctx.stop.is_set():
                 ctx.stop.set()

@@ -175,6 +175,40 @@ def vm_smoke(fs: str, accel: str, image_name: str, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+# -- scenarios -----------------------------------------------------------
+@cli.group()
+def scenarios() -> None:
+    """Scenario files (scenarios/*.toml)."""
+
+
+@scenarios.command("list")
+@json_option
+@lab_errors
+def scenarios_list(as_json: bool) -> None:
+    """Every scenario: workload kind, purpose, matrix cells and cases, or why it does not load (exit 1)."""
+    from rich.markup import escape
+
+    from lab import paths
+    from lab.cases import summarize_scenarios
+
+    ui = UI(as_json)
+    directory = paths.REPO_ROOT / "scenarios"
+    summaries = summarize_scenarios(directory)
+    if as_json:
+        ui.emit_json([s.to_dict() for s in summaries])
+    else:
+        rows = [[escape(s.file), escape(s.name or "-"), escape(s.workload or "-"), _count(s.cells),
+                 _count(s.cases), escape(s.purpose or "") if s.error is None else f"[red]{escape(s.error)}[/red]"]
+                for s in summaries]
+        ui.table(f"scenarios in {directory}", ["file", "name", "workload", "cells", "cases", "purpose"], rows)
+    if any(s.error is not None for s in summaries):
+        raise SystemExit(1)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 # -- run -----------------------------------------------------------------
 @cli.group("run")
 def run_group() -> None:

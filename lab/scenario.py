@@ -1,8 +1,14 @@
 """Scenario files: TOML in scenarios/, validated completely before any machine boots.
 
-A scenario names the workload, the machine shape, a matrix of filesystem and
-workload options, a crash strategy, the oracles, and the verdict each matrix
-cell is expected to reach. `lab.cases.expand` turns it into cases.
+A scenario names a workload kind (lab/workloads/catalog.py), the machine
+shape, a matrix of filesystem and workload options, a crash strategy (for
+kinds that cut the power), the oracles, and the verdict each matrix cell is
+expected to reach. `lab.cases.expand` turns it into cases.
+
+[workload] and the workload keys of [matrix] are the fields of the kind's
+`params` model: each field is checked with its annotation (type and
+constraints) where it is written, and each matrix cell's full set of values
+with the model itself (so its cross-field validators judge combinations).
 
 Every problem is reported at once, one line each:
 ``{path}:{line}: field '{dotted.path}': {what is wrong / what is allowed}``.
@@ -17,10 +23,12 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
@@ -29,13 +37,13 @@ from lab.image.cache import DEFAULT_REF
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
-from lab.workloads.mapsync import PAGE, MapsyncParams
+from lab.workloads import catalog
+from lab.workloads.base import WorkloadKind
 
 VERDICTS = tuple(v.value for v in Verdict)
 XFS_MIN_NVDIMM_MIB = 512  # mkfs.xfs refuses filesystems under 300 MB
-MIN_RECORD_SIZE = 64  # the record header and checksum need 40 bytes; the helper wants >= 64
+CELL_KEYS = ("fs", "dax")  # matrix keys of every kind; the others are the kind's params fields
 _DEFAULT_SHAPE = MachineShape()
-_DEFAULT_PARAMS = MapsyncParams()
 
 
 # -- field checks (ValueError text becomes the message after "field '...': ") -------------
@@ -64,6 +72,13 @@ def _verdict(value: str) -> str:
     return value
 
 
+def _workload(value: str) -> str:
+    known = catalog.kinds()
+    if value not in known:
+        raise ValueError(f"unknown workload {json.dumps(value)}; known: {', '.join(known) or '(none)'}")
+    return value
+
+
 def _distinct(values: list[Any]) -> list[Any]:
     seen: list[Any] = []
     for value in values:
@@ -74,10 +89,6 @@ def _distinct(values: list[Any]) -> list[Any]:
 
 
 Name = Annotated[str, AfterValidator(_name)]
-Records = Annotated[int, Field(ge=1)]
-RecordSize = Annotated[int, Field(ge=MIN_RECORD_SIZE, le=PAGE, multiple_of=8)]
-PerPage = Annotated[int, Field(ge=1, le=PAGE // MIN_RECORD_SIZE)]
-DelayUs = Annotated[int, Field(ge=0)]
 FsName = Literal["ext4", "xfs"]  # Filesystem values (a test keeps them in step)
 DaxName = Literal["always", "inode", "never"]  # DaxMode values
 
@@ -101,9 +112,11 @@ class _Strict(BaseModel):
 class ScenarioSection(_Strict):
     name: Name
     description: Annotated[str, AfterValidator(_one_line)]
-    workload: Literal["mapsync"]
+    workload: Annotated[str, AfterValidator(_workload)]  # a kind in lab.workloads.catalog
     repeat: int = Field(default=1, ge=1)
     seed: int = Field(default=0, ge=0)
+    # Every case gets exactly this seed instead of one derived from `seed` (an exported case keeps its own).
+    case_seed: int | None = Field(default=None, ge=0)
     image: Annotated[str, AfterValidator(_image_ref)] = DEFAULT_REF
 
 
@@ -114,116 +127,101 @@ class MachineSection(_Strict):
     nvdimm_size_mib: int = Field(default=_DEFAULT_SHAPE.nvdimm_size // MIB, ge=64, multiple_of=2)
 
 
-class WorkloadSection(_Strict):
-    """Fixed MapsyncParams fields; which ones the file set is in model_fields_set."""
-
-    records: Records = _DEFAULT_PARAMS.records
-    record_size: RecordSize = _DEFAULT_PARAMS.record_size
-    records_per_page: PerPage = _DEFAULT_PARAMS.records_per_page
-    prealloc: bool = _DEFAULT_PARAMS.prealloc
-    map_sync: bool = _DEFAULT_PARAMS.map_sync
-    delay_us: DelayUs = _DEFAULT_PARAMS.delay_us
-
-
-class MatrixSection(_Strict):
-    fs: Axis[FsName] = None
-    dax: Axis[DaxName] = None
-    records: Axis[Records] = None
-    record_size: Axis[RecordSize] = None
-    records_per_page: Axis[PerPage] = None
-    prealloc: Axis[bool] = None
-    map_sync: Axis[bool] = None
-    delay_us: Axis[DelayUs] = None
-
-
-WORKLOAD_KEYS = tuple(WorkloadSection.model_fields)
-MATRIX_KEYS = tuple(MatrixSection.model_fields)
-
 SeedFor = Callable[[int], int]  # crash point index -> the case seed
 
 
-def _acks_only(records: int) -> str:
-    return f"records = {records} (the workload acknowledges 0..{records - 1})"
+def _acks_only(acks: int) -> str:
+    return f"the workload acknowledges {f'0..{acks - 1}' if acks else 'nothing'}"
 
 
-class AfterAck(_Strict):
+class _Strategy(_Strict):
+    needs_acks: ClassVar[bool] = True  # its crash points are ACK indices (the kind must have ack_count)
+
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
+        """The crash points of one case group; `acks`: how many ACKs the workload emits (0 without ack_count)."""
+        raise NotImplementedError
+
+    def impossible(self, acks: int) -> list[tuple[str, str]]:
+        """(field, message) for crash points the workload never reaches with `acks` ACKs."""
+        return []
+
+
+class AfterAck(_Strategy):
     """Cut once, right after the host reads ACK `ack`."""
 
     strategy: Literal["after_ack"]
     ack: int = Field(ge=0)
     seed: int | None = Field(default=None, ge=0)  # provenance of a random draw (exported random_ack cases)
 
-    def points(self, records: int, seed_for: SeedFor) -> list[CrashPoint]:
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         return [CrashPoint(after_ack=self.ack, seed=self.seed)]
 
-    def impossible(self, records: int) -> list[tuple[str, str]]:
-        return [("ack", f"ack {self.ack} is never reached with {_acks_only(records)}")] if self.ack >= records else []
+    def impossible(self, acks: int) -> list[tuple[str, str]]:
+        return [("ack", f"ack {self.ack} is never reached ({_acks_only(acks)})")] if self.ack >= acks else []
 
 
-class AckList(_Strict):
+class AckList(_Strategy):
     """One crash point per listed ACK."""
 
     strategy: Literal["ack_list"]
     acks: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1), AfterValidator(_distinct)]
 
-    def points(self, records: int, seed_for: SeedFor) -> list[CrashPoint]:
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         return [CrashPoint(after_ack=ack) for ack in self.acks]
 
-    def impossible(self, records: int) -> list[tuple[str, str]]:
-        late = [str(ack) for ack in self.acks if ack >= records]
+    def impossible(self, acks: int) -> list[tuple[str, str]]:
+        late = [str(ack) for ack in self.acks if ack >= acks]
         if not late:
             return []
         what = f"ack {late[0]} is" if len(late) == 1 else f"acks {', '.join(late)} are"
-        return [("acks", f"{what} never reached with {_acks_only(records)}")]
+        return [("acks", f"{what} never reached ({_acks_only(acks)})")]
 
 
-class RandomAck(_Strict):
+class RandomAck(_Strategy):
     """`count` ACK indices drawn from each case's seed."""
 
     strategy: Literal["random_ack"]
     count: int = Field(ge=1)
 
-    def points(self, records: int, seed_for: SeedFor) -> list[CrashPoint]:
-        return [CrashPoint.random_ack(records, seed_for(index)) for index in range(self.count)]
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
+        return [CrashPoint.random_ack(acks, seed_for(index)) for index in range(self.count)]
 
-    def impossible(self, records: int) -> list[tuple[str, str]]:
-        return []
+    def impossible(self, acks: int) -> list[tuple[str, str]]:
+        return [] if acks else [("count", f"there is no ACK to draw from ({_acks_only(acks)})")]
 
 
-class EveryNthAck(_Strict):
-    """A crash point after every `every`-th record: ACK every-1, 2*every-1, ... below records."""
+class EveryNthAck(_Strategy):
+    """A crash point after every `every`-th ACK: ACK every-1, 2*every-1, ... below the ACK count."""
 
     strategy: Literal["every_nth_ack"]
     every: int = Field(ge=1)
 
-    def points(self, records: int, seed_for: SeedFor) -> list[CrashPoint]:
-        return [CrashPoint(after_ack=ack) for ack in range(self.every - 1, records, self.every)]
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
+        return [CrashPoint(after_ack=ack) for ack in range(self.every - 1, acks, self.every)]
 
-    def impossible(self, records: int) -> list[tuple[str, str]]:
-        if self.every <= records:
+    def impossible(self, acks: int) -> list[tuple[str, str]]:
+        if self.every <= acks:
             return []
-        return [("every", f"every = {self.every} gives no crash point (the first would be ack {self.every - 1}) "
-                          f"with {_acks_only(records)}")]
+        return [("every", f"every = {self.every} gives no crash point (the first would be ack {self.every - 1}; "
+                          f"{_acks_only(acks)})")]
 
 
-class TimeOffsets(_Strict):
-    """One crash point per offset, in seconds after the workload's mmap succeeded."""
+class TimeOffsets(_Strategy):
+    """One crash point per offset, in seconds after the workload started (mapsync: after its mmap succeeded)."""
 
+    needs_acks: ClassVar[bool] = False
     strategy: Literal["time_offsets"]
     seconds: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(min_length=1),
                        AfterValidator(_distinct)]
 
-    def points(self, records: int, seed_for: SeedFor) -> list[CrashPoint]:
+    def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         return [CrashPoint(after_seconds=seconds) for seconds in self.seconds]
 
-    def impossible(self, records: int) -> list[tuple[str, str]]:
-        return []
 
-
-CrashStrategy = Annotated[Union[AfterAck, AckList, RandomAck, EveryNthAck, TimeOffsets],
-                          Field(discriminator="strategy")]
-STRATEGIES: dict[str, type[BaseModel]] = {"after_ack": AfterAck, "ack_list": AckList, "random_ack": RandomAck,
-                                        "every_nth_ack": EveryNthAck, "time_offsets": TimeOffsets}
+CrashModel = Union[AfterAck, AckList, RandomAck, EveryNthAck, TimeOffsets]
+CrashStrategy = Annotated[CrashModel, Field(discriminator="strategy")]
+STRATEGIES: dict[str, type[_Strategy]] = {"after_ack": AfterAck, "ack_list": AckList, "random_ack": RandomAck,
+                                          "every_nth_ack": EveryNthAck, "time_offsets": TimeOffsets}
 
 
 class OraclesSection(_Strict):
@@ -243,18 +241,95 @@ class ExpectRule(_Strict):
 
 
 class ScenarioFile(_Strict):
+    """The whole file. workload, matrix and crash depend on the kind: `_layout` fills them in."""
+
     scenario: ScenarioSection
     machine: MachineSection = MachineSection()
-    workload: WorkloadSection = WorkloadSection()
-    matrix: MatrixSection = MatrixSection()
-    crash: CrashStrategy
+    workload: Any = None  # the kind's params fields, each checked with its annotation alone
+    matrix: Any = None  # fs, dax and the kind's params fields, each a non-empty list of distinct values
+    crash: Any = None  # a CrashStrategy for kinds that cut the power, refused for the others
     oracles: OraclesSection = OraclesSection()
     expect: list[ExpectRule] = Field(min_length=1)
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {"scenario": ScenarioSection, "machine": MachineSection,
-                                         "workload": WorkloadSection, "matrix": MatrixSection,
-                                         "oracles": OraclesSection, "expect": ExpectRule}
+_STATIC_SECTIONS: dict[str, type[BaseModel]] = {"scenario": ScenarioSection, "machine": MachineSection,
+                                                "oracles": OraclesSection, "expect": ExpectRule}
+
+
+# -- the sections of one workload kind ----------------------------------------------------------
+
+def _annotation(info: FieldInfo) -> Any:
+    """A params field's type with its constraints and validators (Annotated metadata)."""
+    assert info.annotation is not None
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _default(info: FieldInfo) -> Any:
+    if info.default_factory is not None:
+        return Field(default_factory=info.default_factory)
+    return info.default  # PydanticUndefined: required
+
+
+def matrix_keys(kind: WorkloadKind) -> tuple[str, ...]:
+    """What a scenario of this kind may put in [matrix]: fs, dax, then the params fields."""
+    return (*CELL_KEYS, *kind.params.model_fields)
+
+
+class _AnyExtra(_Strict):
+    model_config = ConfigDict(extra="allow")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The file model for one kind (None: the workload is unknown, check what can be checked)."""
+
+    file: type[ScenarioFile]
+    sections: dict[str, type[BaseModel]]  # section name -> model, for "unknown key; allowed: ..." hints
+    top_keys: tuple[str, ...]
+
+
+def _refuse_crash(kind: str) -> Callable[[Any], Any]:
+    def refuse(value: Any) -> Any:
+        raise ValueError(f"the {kind} workload cuts no power, so its scenarios take no [crash] section; "
+                         "remove it")
+    return refuse
+
+
+@lru_cache(maxsize=64)
+def _layout(kind: WorkloadKind | None) -> _Layout:
+    axes: dict[str, Any] = {"fs": (Axis[FsName], None), "dax": (Axis[DaxName], None)}
+    if kind is None:
+        workload: Any = dict[str, Any]
+        matrix = create_model("AnyMatrix", __base__=_AnyExtra, **axes)
+        crash: tuple[Any, Any] = (CrashStrategy | None, None)
+    else:
+        params = kind.params
+        clash = [key for key in CELL_KEYS if key in params.model_fields]
+        if clash:
+            raise ConfigError(f"workload kind {kind.name}: params field {clash[0]!r} is a matrix key of every "
+                              "scenario; rename it")
+        # Fields alone: [workload] may hold half of a combination that the matrix completes.
+        workload = create_model(f"{params.__name__}Workload", __base__=_Strict,
+                                **{name: (_annotation(info), _default(info))
+                                   for name, info in params.model_fields.items()})
+        matrix = create_model(f"{params.__name__}Matrix", __base__=_Strict,
+                              **axes, **{name: (Axis[_annotation(info)], None)  # type: ignore[valid-type]
+                                         for name, info in params.model_fields.items()})
+        crash = (CrashStrategy, ...) if kind.uses_crash else (Annotated[Any, AfterValidator(_refuse_crash(kind.name))],
+                                                              None)
+    file = create_model(f"ScenarioFile_{kind.name if kind else 'unknown'}", __base__=ScenarioFile,
+                        workload=(workload, Field(default_factory=workload)), matrix=(matrix, matrix()), crash=crash)
+    sections = {**_STATIC_SECTIONS, "matrix": matrix}
+    if kind is not None:
+        sections["workload"] = workload
+    top = tuple(key for key in ScenarioFile.model_fields if key != "crash" or kind is None or kind.uses_crash)
+    return _Layout(file, sections, top)
+
+
+def _kind_named(data: dict[str, Any]) -> WorkloadKind | None:
+    section = data.get("scenario")
+    name = section.get("workload") if isinstance(section, dict) else None
+    return catalog.kinds().get(name) if isinstance(name, str) else None
 
 
 # -- the validated scenario -------------------------------------------------------------------
@@ -268,6 +343,7 @@ class Scenario:
     path: Path
     text: str
     content_hash: str  # sha256 hex of the file's bytes
+    kind: WorkloadKind
 
     @property
     def name(self) -> str:
@@ -278,6 +354,10 @@ class Scenario:
         return self.spec.scenario.description
 
     @property
+    def workload(self) -> str:
+        return self.spec.scenario.workload
+
+    @property
     def repeat(self) -> int:
         return self.spec.scenario.repeat
 
@@ -286,12 +366,18 @@ class Scenario:
         return self.spec.scenario.seed
 
     @property
+    def case_seed(self) -> int | None:
+        return self.spec.scenario.case_seed
+
+    @property
     def image(self) -> str:
         return self.spec.scenario.image
 
     @property
-    def crash(self) -> AfterAck | AckList | RandomAck | EveryNthAck | TimeOffsets:
-        return self.spec.crash
+    def crash(self) -> CrashModel | None:
+        """The crash strategy; None for kinds that cut no power."""
+        crash: CrashModel | None = self.spec.crash
+        return crash
 
     @property
     def shape(self) -> MachineShape:
@@ -314,15 +400,30 @@ class Scenario:
     def dax(self, cell: dict[str, Any]) -> DaxMode:
         return DaxMode(cell.get("dax", DaxMode.ALWAYS.value))
 
-    def params(self, cell: dict[str, Any]) -> MapsyncParams:
-        fixed = self.spec.workload.model_dump()
-        return MapsyncParams(**{key: cell.get(key, fixed[key]) for key in WORKLOAD_KEYS})
+    def params(self, cell: dict[str, Any]) -> BaseModel:
+        """The kind's params model for this cell: [workload] with the cell's values over it."""
+        try:
+            return _cell_params(self, cell)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, loc))}: {message}"
+                                 for loc, message in _params_problems(exc, self.matrix))
+            raise ConfigError(f"{self.path}: cell {describe_cell(cell)}: {problems}") from None
+
+    def ack_count(self, params: BaseModel) -> int:
+        """How many ACKs the workload emits with these params (0 for kinds that emit none)."""
+        return self.kind.ack_count(params) if self.kind.ack_count is not None else 0
 
     def expected(self, cell: dict[str, Any]) -> Verdict:
         for rule in self.spec.expect:
             if rule.matches(cell):
                 return Verdict(rule.verdict)
         raise ConfigError(f"{self.path}: field 'expect': no rule matches cell {describe_cell(cell)}")
+
+
+def _cell_params(scenario: Scenario, cell: dict[str, Any]) -> BaseModel:
+    values = scenario.spec.workload.model_dump()
+    values.update((key, value) for key, value in cell.items() if key in values)
+    return scenario.kind.params.model_validate(values)
 
 
 def cell_key(cell: dict[str, Any]) -> str:
@@ -355,12 +456,15 @@ def parse_scenario(raw: bytes, path: Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_error(path, exc)) from None
     lines = _line_index(text)
+    kind = _kind_named(data)
+    layout = _layout(kind)
     try:
-        spec = ScenarioFile.model_validate(data)
+        spec = layout.file.model_validate(data)
     except ValidationError as exc:
-        raise _report(path, lines, _pydantic_problems(exc)) from None
+        raise _report(path, lines, _pydantic_problems(exc, layout)) from None
+    assert kind is not None  # an unknown or missing workload fails validation above
     matrix = {key: tuple(getattr(spec.matrix, key)) for key in data.get("matrix", {})}  # file order
-    scenario = Scenario(spec, matrix, path, text, hashlib.sha256(raw).hexdigest())
+    scenario = Scenario(spec, matrix, path, text, hashlib.sha256(raw).hexdigest(), kind)
     problems = _semantic_problems(scenario)
     if problems:
         raise _report(path, lines, problems)
@@ -412,28 +516,41 @@ def _expect_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
 
 
 def _cell_problems(scenario: Scenario) -> list[tuple[Loc, str]]:
-    """Per-cell impossibilities, each reported once with the first cell it hits."""
-    spec, matrix = scenario.spec, scenario.matrix
-    hits: dict[tuple[Loc, str], list[dict[str, Any]]] = {}
-    fixed = spec.workload.model_dump()
-    for cell in scenario.cells():
-        values = {key: cell.get(key, fixed[key]) for key in WORKLOAD_KEYS}
-        per_page, size = values["records_per_page"], values["record_size"]
-        if per_page * size > PAGE:
-            where = "matrix" if "records_per_page" in matrix else "workload"
-            hits.setdefault(((where, "records_per_page"), f"records_per_page = {per_page} x record_size = {size} "
-                             f"is {per_page * size} bytes, more than a {PAGE}-byte page"), []).append(cell)
-            continue
-        try:
-            scenario.params(cell)
-        except ConfigError as exc:  # a MapsyncParams rule the field checks above do not mirror
-            hits.setdefault((("workload",), str(exc)), []).append(cell)
-            continue
-        for field, message in spec.crash.impossible(values["records"]):
-            hits.setdefault((("crash", field), message), []).append(cell)
+    """Per-cell impossibilities (the kind's cross-field rules, unreachable crash points), each reported once
+    with the first cell it hits."""
+    kind, crash = scenario.kind, scenario.crash
     problems: list[tuple[Loc, str]] = []
+    check_acks = crash is not None and crash.needs_acks
+    if crash is not None and crash.needs_acks and kind.ack_count is None:
+        problems.append((("crash", "strategy"), f"{json.dumps(crash.strategy)} cuts after an ACK, and the "
+                         f"{kind.name} workload sends none; use \"time_offsets\""))
+        check_acks = False
+    hits: dict[tuple[Loc, str], list[dict[str, Any]]] = {}
+    for cell in scenario.cells():
+        try:
+            params = _cell_params(scenario, cell)
+        except ValidationError as exc:
+            for loc, message in _params_problems(exc, scenario.matrix):
+                hits.setdefault((loc, message), []).append(cell)
+            continue
+        if check_acks and crash is not None:
+            for field, message in crash.impossible(scenario.ack_count(params)):
+                hits.setdefault((("crash", field), message), []).append(cell)
     for (loc, message), cells in hits.items():
         problems.append((loc, f"{message}, in cell {describe_cell(cells[0])}{_more_cells(len(cells) - 1)}"))
+    return problems
+
+
+def _params_problems(err: ValidationError, matrix: dict[str, tuple[Any, ...]]) -> list[tuple[Loc, str]]:
+    """A cell's params-model errors, placed at the matrix key or the [workload] field they name."""
+    problems: list[tuple[Loc, str]] = []
+    for problem in err.errors():
+        loc: Loc = tuple(problem["loc"])
+        if loc and loc[0] in matrix:
+            where: Loc = ("matrix", loc[0])
+        else:
+            where = ("workload", *loc)
+        problems.append((where, _message(problem)))
     return problems
 
 
@@ -453,32 +570,37 @@ def _report(path: Path, lines: dict[Loc, int], problems: list[tuple[Loc, str]]) 
 _HINTS = {"crash.strategy": "allowed: " + ", ".join(STRATEGIES), "expect.verdict": "allowed: " + ", ".join(VERDICTS)}
 
 
-def _pydantic_problems(err: ValidationError) -> list[tuple[Loc, str]]:
+def _pydantic_problems(err: ValidationError, layout: _Layout) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     for problem in err.errors():
         loc: Loc = tuple(problem["loc"])
-        kind, value = problem["type"], problem.get("input")
+        kind = problem["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
+            allowed = _allowed_keys(layout, loc[:-1])
             message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             loc = loc + ("strategy",)
             tag = problem.get("ctx", {}).get("tag")
             message = f"unknown strategy {json.dumps(tag)}" if kind == "union_tag_invalid" else "missing (required)"
-        elif kind == "missing":
-            message = "missing (required)"
-        elif kind == "too_short":
-            message = "must not be empty"
-        elif kind == "value_error":
-            message = str(problem["ctx"]["error"])
         else:
-            message = f"{problem['msg'][0].lower()}{problem['msg'][1:]}, got {_toml(value)}"
+            message = _message(problem)
         loc = _strip_tag(loc)
         hint = _HINTS.get(".".join(str(p) for p in loc if not isinstance(p, int)))
         if hint and hint not in message:
             message += f"; {hint}"
         problems.append((loc, message))
     return problems
+
+
+def _message(problem: Any) -> str:
+    kind, value = problem["type"], problem.get("input")
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(problem["ctx"]["error"])
+    return f"{problem['msg'][0].lower()}{problem['msg'][1:]}, got {_toml(value)}"
 
 
 def _strip_tag(loc: Loc) -> Loc:
@@ -488,13 +610,15 @@ def _strip_tag(loc: Loc) -> Loc:
     return loc
 
 
-def _allowed_keys(parent: Loc) -> list[str]:
+def _allowed_keys(layout: _Layout, parent: Loc) -> list[str]:
     if not parent:
-        return list(ScenarioFile.model_fields)
+        return list(layout.top_keys)
+    model: type[BaseModel] | None
     if parent[0] == "crash":
         model = STRATEGIES.get(str(parent[1])) if len(parent) > 1 else None
     else:
-        model = _SECTIONS.get(str(parent[0])) if len([p for p in parent if not isinstance(p, int)]) == 1 else None
+        named = [p for p in parent if not isinstance(p, int)]
+        model = layout.sections.get(str(parent[0])) if len(named) == 1 else None
     return list(model.model_fields) if model else []
 
 

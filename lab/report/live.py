@@ -41,8 +41,8 @@ class LiveProgress:
 
     def case_started(self, slot: str, case: Case, attempt: int) -> None:
         with self._lock:
-            self._labels[slot] = f"{slot}: {case.cell_key} crash {case.check.crash.describe()}" + \
-                                 (f" (attempt {attempt})" if attempt > 1 else "")
+            crash = f" crash {case.crash.describe()}" if case.crash is not None else ""
+            self._labels[slot] = f"{slot}: {case.cell_key}{crash}" + (f" (attempt {attempt})" if attempt > 1 else "")
             self._progress.update(self._slot(slot), description=self._labels[slot] + " — starting")
 
     def case_phase(self, slot: str, phase: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cases import Case, case_id, case_seed, expand, export_case_scenario
+from lab.cases import CASE_FORMAT, Case, case_id, case_seed, expand, export_case_scenario
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
@@ -20,6 +20,7 @@ from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
 from lab.workloads.mapsync import MapsyncParams
+from lab.workloads.mapsync_kind import MapsyncScenarioParams
 
 SCENARIOS = REPO_ROOT / "scenarios"
 
@@ -184,8 +185,28 @@ def test_from_dict_rejects_bad_records(tmp_path: Path) -> None:
         Case.from_dict({k: v for k, v in data.items() if k != "check"})
     with pytest.raises(ConfigError, match=r"malformed case record: ValueError: 'MAYBE' is not a valid Verdict"):
         Case.from_dict({**data, "expect": "MAYBE"})
-    with pytest.raises(ConfigError, match=r"case record format 2; this lab reads format 1"):
-        Case.from_dict({**data, "format": 2})
+    with pytest.raises(ConfigError, match=r"case record format 3; this lab reads formats 1, 2"):
+        Case.from_dict({**data, "format": 3})
+    with pytest.raises(ConfigError, match=r"malformed case record: params: records: Input should be greater than or "
+                                          r"equal to 1"):
+        Case.from_dict({**data, "params": {**data["params"], "records": 0}})
+
+
+def test_format_2_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
+    case = wide(tmp_path)[9]
+    data = case.to_dict()
+    assert CASE_FORMAT == 2 and data["format"] == 2 and data["workload"] == "mapsync" == case.workload
+    assert data["params"] == {"records": 50, "record_size": 128, "records_per_page": 2, "prealloc": False,
+                              "map_sync": False, "delay_us": 5}
+    assert case.params == MapsyncScenarioParams(**data["params"])
+    assert data["check"] == case.check.to_dict() and case.crash == case.check.crash
+
+
+def test_format_1_records_still_read_as_mapsync(tmp_path: Path) -> None:
+    for case in wide(tmp_path, "random_ack"):
+        old = {k: v for k, v in case.to_dict().items() if k not in ("workload", "params")}
+        old["format"] = 1  # what the lab stored before workload kinds
+        assert Case.from_dict(json.loads(json.dumps(old))) == case
 
 
 @pytest.mark.parametrize("strategy", CRASHES)
@@ -199,7 +220,8 @@ def test_export_reproduces_each_case(tmp_path: Path, strategy: str) -> None:
         (only,) = expand(scenario)
         assert (only.check, only.expect, only.image, only.oracles) == (case.check, case.expect, case.image,
                                                                        case.oracles)
-        assert only.cell == case.cell
+        assert (only.cell, only.seed, only.workload, only.params) == (case.cell, case.seed, "mapsync", case.params)
+        assert scenario.case_seed == case.seed
 
 
 def test_export_of_shipped_cases(tmp_path: Path) -> None:
@@ -217,3 +239,10 @@ def test_export_keeps_a_random_draw_seed(tmp_path: Path) -> None:
     assert f"ack = {case.check.crash.after_ack}\nseed = {case.seed}  # the seed this ack was drawn with" in text
     (only,) = expand(parse_scenario(text.encode(), Path("export.toml")))
     assert only.check.crash.describe() == case.check.crash.describe()
+
+
+def test_case_seed_pins_every_seed(tmp_path: Path) -> None:
+    text = WIDE.format(crash=CRASHES["random_ack"]).replace("seed = 7\n", "seed = 7\ncase_seed = 99\n")
+    cases = expand(parse_scenario(text.encode(), Path("pinned.toml")))
+    assert {c.seed for c in cases} == {99} and {c.check.crash for c in cases} == {CrashPoint.random_ack(50, 99)}
+    assert [c.id for c in cases] == [case_id(cases[0].scenario_hash, c.cell, c.repeat, c.crash_index) for c in cases]

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import get_args
 
 import pytest
+from click.testing import CliRunner
 
+from lab import paths
+from lab.cli import cli
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.paths import REPO_ROOT
-from lab.scenario import DaxName, FsName, MATRIX_KEYS, WORKLOAD_KEYS, load_scenario
+from lab.scenario import DaxName, FsName, load_scenario, matrix_keys
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
+from lab.workloads import catalog
 from lab.workloads.mapsync import MapsyncParams
+from lab.workloads.mapsync_kind import KIND as MAPSYNC, MapsyncScenarioParams
 
 SCENARIOS = REPO_ROOT / "scenarios"
 
@@ -85,7 +91,7 @@ def test_shipped_mapsync_scenario() -> None:
 def test_shipped_smoke_scenario() -> None:
     scenario = load_scenario(SCENARIOS / "smoke.toml")
     assert scenario.matrix == {"fs": ("ext4",), "map_sync": (True, False)}
-    assert scenario.params({}) == MapsyncParams(records=40, prealloc=False)
+    assert scenario.params({}) == MapsyncScenarioParams(records=40, prealloc=False)
     assert scenario.crash.strategy == "after_ack" and scenario.crash.ack == 20
     assert [scenario.expected(c) for c in scenario.cells()] == [Verdict.PASS, Verdict.VIOLATION]
 
@@ -117,7 +123,7 @@ def test_machine_workload_and_cell_overrides(tmp_path: Path) -> None:
                 "[workload]\nrecords = 40\nrecord_size = 128\nrecords_per_page = 4\ndelay_us = 10")
     scenario = load_scenario(write(tmp_path, text))
     assert scenario.shape == MachineShape(cpus=4, memory_mib=2048, nvdimm_size=512 * MIB)
-    assert scenario.params({"fs": "xfs", "map_sync": False}) == MapsyncParams(
+    assert scenario.params({"fs": "xfs", "map_sync": False}) == MapsyncScenarioParams(
         records=40, record_size=128, records_per_page=4, map_sync=False, delay_us=10)
     assert scenario.fs({"fs": "xfs"}) is Filesystem.XFS
 
@@ -156,14 +162,15 @@ def test_every_crash_strategy_gives_its_points(tmp_path: Path) -> None:
 def test_literal_names_follow_the_enums() -> None:
     assert set(get_args(FsName)) == {f.value for f in Filesystem}
     assert set(get_args(DaxName)) == {d.value for d in DaxMode}
-    assert set(MATRIX_KEYS) == {"fs", "dax", *WORKLOAD_KEYS}
-    assert set(WORKLOAD_KEYS) <= set(MapsyncParams.__dataclass_fields__)
+    assert matrix_keys(MAPSYNC) == ("fs", "dax", *MapsyncScenarioParams.model_fields)
+    assert set(MapsyncScenarioParams.model_fields) <= set(MapsyncParams.__dataclass_fields__)
 
 
 # -- every problem, one exact line ------------------------------------------------------------
 
 STRATEGIES = "allowed: after_ack, ack_list, random_ack, every_nth_ack, time_offsets"
 VERDICTS = "allowed: PASS, VIOLATION, KERNEL-BUG, HANG, INFRA-ERROR"
+KNOWN = ", ".join(catalog.kinds())  # other kinds join the catalog as they are written
 
 BAD = {
     "malformed toml": (edit("ack = 20", "ack = "), ["s.toml:15:7: not valid TOML: Invalid value"]),
@@ -187,7 +194,7 @@ BAD = {
     "missing table": (edit('[crash]\nstrategy = "after_ack"\nack = 20\n', ""), [
         "s.toml: field 'crash': missing (required)"]),
     "unknown workload": (edit('workload = "mapsync"', 'workload = "fio"'), [
-        "s.toml:4: field 'scenario.workload': input should be 'mapsync', got \"fio\""]),
+        f"s.toml:4: field 'scenario.workload': unknown workload \"fio\"; known: {KNOWN}"]),
     "bad name": (edit('name = "t"', 'name = "my scenario"'), [
         "s.toml:2: field 'scenario.name': \"my scenario\" is not a valid name; use letters, digits, '.', '_' and '-'"]),
     "unknown strategy": (edit('"after_ack"', '"after_nack"'), [
@@ -195,19 +202,19 @@ BAD = {
     "no strategy": (edit('strategy = "after_ack"\n', ""), [
         f"s.toml:13: field 'crash.strategy': missing (required); {STRATEGIES}"]),
     "ack beyond records": (edit("ack = 20", "ack = 40"), [
-        "s.toml:15: field 'crash.ack': ack 40 is never reached with records = 40 (the workload acknowledges "
-        "0..39), in cell fs=ext4 map_sync=true (and 3 more cells)"]),
+        "s.toml:15: field 'crash.ack': ack 40 is never reached (the workload acknowledges 0..39), "
+        "in cell fs=ext4 map_sync=true (and 3 more cells)"]),
     "ack list beyond records": (edit('strategy = "after_ack"\nack = 20',
                                      'strategy = "ack_list"\nacks = [10, 50, 90]'), [
-        "s.toml:15: field 'crash.acks': acks 50, 90 are never reached with records = 40 (the workload "
-        "acknowledges 0..39), in cell fs=ext4 map_sync=true (and 3 more cells)"]),
+        "s.toml:15: field 'crash.acks': acks 50, 90 are never reached (the workload acknowledges "
+        "0..39), in cell fs=ext4 map_sync=true (and 3 more cells)"]),
     "ack beyond records of one cell": (
         edit("records = 40\n", "").replace("map_sync = [true, false]", "map_sync = [true, false]\nrecords = [10, 40]"),
-        ["s.toml:15: field 'crash.ack': ack 20 is never reached with records = 10 (the workload acknowledges "
-         "0..9), in cell fs=ext4 map_sync=true records=10 (and 3 more cells)"]),
+        ["s.toml:15: field 'crash.ack': ack 20 is never reached (the workload acknowledges 0..9), "
+         "in cell fs=ext4 map_sync=true records=10 (and 3 more cells)"]),
     "every beyond records": (edit('strategy = "after_ack"\nack = 20', 'strategy = "every_nth_ack"\nevery = 41'), [
-        "s.toml:15: field 'crash.every': every = 41 gives no crash point (the first would be ack 40) with "
-        "records = 40 (the workload acknowledges 0..39), in cell fs=ext4 map_sync=true (and 3 more cells)"]),
+        "s.toml:15: field 'crash.every': every = 41 gives no crash point (the first would be ack 40; the "
+        "workload acknowledges 0..39), in cell fs=ext4 map_sync=true (and 3 more cells)"]),
     "bad offsets": (edit('strategy = "after_ack"\nack = 20', 'strategy = "time_offsets"\nseconds = [0.1, -1, nan]'), [
         "s.toml:15: field 'crash.seconds.1': input should be greater than or equal to 0, got -1",
         "s.toml:15: field 'crash.seconds.2': input should be a finite number, got nan"]),
@@ -264,7 +271,8 @@ def test_all_problems_at_once_in_file_order(tmp_path: Path) -> None:
     text = edit('name = "t"', 'name = "t"\ncolour = "red"').replace('"FAIL"', "").replace("ack = 20", "ack = -1")
     text = text.replace('verdict = "VIOLATION"', 'verdict = "FAIL"')
     assert errors(tmp_path, text) == [
-        "s.toml:3: field 'scenario.colour': unknown key; allowed: name, description, workload, repeat, seed, image",
+        "s.toml:3: field 'scenario.colour': unknown key; allowed: name, description, workload, repeat, seed, case_seed, "
+        "image",
         "s.toml:16: field 'crash.ack': input should be greater than or equal to 0, got -1",
         f"s.toml:20: field 'expect.0.verdict': unknown verdict \"FAIL\"; {VERDICTS}",
     ]
@@ -278,3 +286,35 @@ def test_unreadable_and_non_utf8(tmp_path: Path) -> None:
     binary.write_bytes(b"[scenario]\nname = \"\xff\"\n")
     with pytest.raises(ConfigError, match=r"b.toml:2: not UTF-8 text \(byte offset 19\)"):
         load_scenario(binary)
+
+
+# -- pmemlab scenarios list -------------------------------------------------------------------
+
+def test_scenarios_list_shipped() -> None:
+    result = CliRunner().invoke(cli, ["scenarios", "list", "--json"])  # exit 1 if any file is broken
+    listed = {s["file"]: s for s in json.loads(result.stdout)}
+    assert {path.name for path in SCENARIOS.glob("*.toml")} == set(listed)
+    assert listed["mapsync.toml"] == {"file": "mapsync.toml", "name": "mapsync", "workload": "mapsync",
+                                      "purpose": load_scenario(SCENARIOS / "mapsync.toml").description,
+                                      "cells": 8, "cases": 8, "error": None}
+    assert (listed["smoke.toml"]["cells"], listed["smoke.toml"]["cases"]) == (2, 2)
+
+
+def test_scenarios_list_shows_a_broken_file_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "scenarios").mkdir()
+    write(tmp_path / "scenarios", edit('workload = "mapsync"', 'workload = "mapsync"\nrepeat = 3'), "a-wide.toml")
+    write(tmp_path / "scenarios", edit('workload = "mapsync"', 'workload = "fio"'), "b-broken.toml")
+    write(tmp_path / "scenarios", "not a scenario", "notes.txt")
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("COLUMNS", "300")
+    result = CliRunner().invoke(cli, ["scenarios", "list", "--json"])
+    assert result.exit_code == 1
+    broken = tmp_path / "scenarios" / "b-broken.toml"
+    assert json.loads(result.stdout) == [
+        {"file": "a-wide.toml", "name": "t", "workload": "mapsync", "purpose": "d", "cells": 4, "cases": 12,
+         "error": None},
+        {"file": "b-broken.toml", "name": None, "workload": None, "purpose": None, "cells": None, "cases": None,
+         "error": f"{broken}:4: field 'scenario.workload': unknown workload \"fio\"; known: {KNOWN}"}]
+    table = CliRunner().invoke(cli, ["scenarios", "list"])
+    assert table.exit_code == 1
+    assert "a-wide.toml" in table.output and "unknown workload" in table.output
