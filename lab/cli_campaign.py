@@ -252,7 +252,8 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
     from lab.cli import EXIT_LAB_ERROR, resolve_accel
-    from lab.crash.mapsync_check import run_mapsync_check
+    from lab.workloads.base import RunHooks
+    from lab.workloads.catalog import get_kind
     from lab.errors import LabError
     from lab.image import cache as image_cache
     from lab.paths import cache_dir
@@ -270,13 +271,14 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -
                      "did not finish it)", EXIT_LAB_ERROR)
         image = image_cache.resolve(cache_dir(), image_id)
         verdict = resolve_accel(accel, image)
-        ui.info(f"repro of case {case.id} ({case.cell_key}, crash {case.check.crash.describe()}), recorded verdict "
+        crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
+        ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
                 f"{recorded}, image {image.id}, {times} run(s)")
         got: list[str] = []
         walls: list[float] = []
         for i in range(times):
             run_dir = new_run_dir(f"repro-{case.id}")
-            result = run_mapsync_check(case.check, image, verdict, run_dir)
+            result = get_kind(case.workload).run(case.check, image, verdict, run_dir, RunHooks())
             got.append(result.verdict.value)
             walls.append(result.timings.get("total", 0.0))
             ui.info(f"run {i + 1}/{times}: {result.verdict.value} ({run_dir})")

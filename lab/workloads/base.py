@@ -48,7 +48,8 @@ class RunHooks:
 class Check(Protocol):
     """One case's fully specified run: pure data."""
 
-    shape: MachineShape
+    @property
+    def shape(self) -> MachineShape: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
