@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -29,6 +30,7 @@ from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
 
 MAX_INFRA_RETRIES = 2
+MIN_FREE_BYTES = 2 * 1024**3  # below this the next capture may not fit: stop, resume later
 MACHINE_OVERHEAD_MIB = 512  # QEMU itself, the TCG translation cache, page tables
 
 
@@ -118,6 +120,7 @@ class CampaignContext:
     runs_base: Path
     max_infra_retries: int = MAX_INFRA_RETRIES
     stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = ""  # why the campaign stopped early (disk full, ...), for the user
     machines: LiveMachines = field(default_factory=LiveMachines)
 
 
@@ -138,6 +141,9 @@ def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
             if not ctx.stop.is_set():
                 ctx.stop.set()
             return CaseOutcome(case, None, attempt, interrupted=True)
+        if result.verdict is Verdict.INFRA_ERROR and "No space left on device" in (result.to_dict().get("error") or ""):
+            # Retrying cannot help and every later case would fail the same way: stop cleanly, resume later.
+            stop_campaign(ctx, f"the disk filled up during case {case.id}: free space, then resume")
         if ctx.stop.is_set():
             # Killed by the interrupt, not by the kernel: left for `interrupt_running` to mark.
             return CaseOutcome(case, result, attempt, interrupted=True)
@@ -151,6 +157,19 @@ def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
         attempt += 1
 
 
+def stop_campaign(ctx: CampaignContext, reason: str) -> None:
+    if not ctx.stop.is_set():
+        ctx.stop_reason = reason
+        ctx.stop.set()
+
+
+def disk_has_room(path: Path) -> bool:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free >= MIN_FREE_BYTES
+
+
 def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Progress,
               attempts_so_far: Callable[[Case], int] = lambda _: 0) -> list[CaseOutcome]:
     """Run `cases` on `jobs` workers; Ctrl-C destroys every machine and marks in-flight cases interrupted."""
@@ -162,6 +181,10 @@ def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Prog
     try:
         while queue or running:
             while queue and free_slots and not ctx.stop.is_set():
+                if not disk_has_room(ctx.runs_base):
+                    stop_campaign(ctx, f"less than {MIN_FREE_BYTES // 1024**3} GiB free under {ctx.runs_base}: "
+                                       "free space, then resume")
+                    break
                 case = queue.pop(0)
                 slot = free_slots.pop(0)
                 running[pool.submit(run_case, ctx, case, slot, progress, attempts_so_far(case) + 1)] = slot

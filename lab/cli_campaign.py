@@ -53,6 +53,8 @@ def _run_campaign(ui: UI, store: Any, campaign_id: str, cases: list[Any], image_
     except KeyboardInterrupt:
         ui.err.print(f"interrupted: no machine left running; resume with 'pmemlab campaign resume {campaign_id}'")
         raise SystemExit(130)
+    if ctx.stop_reason:
+        ui.err.print(f"campaign stopped: {ctx.stop_reason} ('pmemlab campaign resume {campaign_id}')")
     store.set_campaign_status(campaign_id, "interrupted" if ctx.stop.is_set() else "finished")
 
 
