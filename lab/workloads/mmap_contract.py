@@ -295,24 +295,29 @@ def _case_result(case: dict[str, Any]) -> dict[str, Any] | None:
 def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
     """The contract table: per probe, expected vs got in every fs/dax cell of the campaign."""
     del out_dir  # nothing linked: the table is inline
-    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    found: list[tuple[tuple[str, str, str], list[dict[str, Any]]]] = []
     for case in cases:
         result = _case_result(case)
         if not result:
             continue
         metrics = result.get("metrics") or {}
         check = result.get("check") or {}
-        label = f"{metrics.get('fs') or check.get('fs')} dax={metrics.get('dax') or check.get('dax')}"
-        shared = (check.get("params") or {}).get("shared_sync") or metrics.get("shared_sync")
-        if shared and shared != "ignored":
-            label += f" shared_sync={shared}"
-        for row in metrics.get("rows") or []:
-            cells.setdefault(label, {})[str(row.get("probe"))] = row
+        cell = (str(metrics.get("fs") or check.get("fs")), str(metrics.get("dax") or check.get("dax")),
+                str((check.get("params") or {}).get("shared_sync") or metrics.get("shared_sync") or "ignored"))
+        found.append((cell, list(metrics.get("rows") or [])))
+    show_shared = len({cell[2] for cell, _ in found}) > 1 or any(cell[2] != "ignored" for cell, _ in found)
+    dax_order = [d.value for d in (DaxMode.ALWAYS, DaxMode.NEVER, DaxMode.INODE)]
+    cells: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for cell, rows in found:
+        for row in rows:
+            cells.setdefault(cell, {})[str(row.get("probe"))] = row  # a later repeat replaces an earlier one
     if not cells:
         return '<section id="mmap-contract"><h2>mmap contract</h2><p>No contract results stored.</p></section>'
-    labels = sorted(cells)
+    order = sorted(cells, key=lambda c: (c[0], dax_order.index(c[1]) if c[1] in dax_order else 9, c[2]))
+    names = {c: f"{c[0]} dax={c[1]}" + (f" shared_sync={c[2]}" if show_shared else "") for c in order}
+    labels = order
     probes = [p for p in PROBES if any(p in cells[label] for label in labels)]
-    head = "<th>probe</th><th>flags</th>" + "".join(f"<th>{escape(label)}</th>" for label in labels)
+    head = "<th>probe</th><th>flags</th>" + "".join(f"<th>{escape(names[label])}</th>" for label in labels)
     body = []
     for probe in probes:
         tds = []

@@ -246,8 +246,10 @@ def test_render_html_contract_table(tmp_path: Path) -> None:
              _case("ext4", DaxMode.INODE, HONOURED, tmp_path / "run1"), {"latest_attempt": None}]
     html = mc.render_html(cases, tmp_path)
     assert html.startswith('<section id="mmap-contract">') and html.endswith("</section>")
-    for label in ("ext4 dax=always shared_sync=honoured", "xfs dax=never", "ext4 dax=inode shared_sync=honoured"):
-        assert f"<th>{label}</th>" in html
+    labels = ["ext4 dax=always shared_sync=honoured", "ext4 dax=inode shared_sync=honoured",
+              "xfs dax=never shared_sync=ignored"]
+    positions = [html.index(f"<th>{label}</th>") for label in labels]
+    assert positions == sorted(positions), "columns: fs, then dax always/never/inode"
     assert html.count("<tr><td>") == len(mc.PROBES)
     assert html.count('class="unmet"') == 1, "only xfs dax=never shared-sync misses mmap(2)'s answer"
     assert "expected success" in html and "MAP_SHARED_VALIDATE|0x200000" in html
@@ -256,3 +258,9 @@ def test_render_html_contract_table(tmp_path: Path) -> None:
 
 def test_render_html_without_results(tmp_path: Path) -> None:
     assert "No contract results" in mc.render_html([], tmp_path)
+
+
+def test_render_html_one_judgement_needs_no_shared_sync_label(tmp_path: Path) -> None:
+    html = mc.render_html([_case("ext4", DaxMode.NEVER, IGNORED), _case("ext4", DaxMode.ALWAYS, IGNORED)], tmp_path)
+    assert html.index("<th>ext4 dax=always</th>") < html.index("<th>ext4 dax=never</th>")
+    assert "shared_sync" not in html
