@@ -1,0 +1,385 @@
+/*
+ * faultlat: page-fault latency of the first store to each page of a DAX
+ * mapping, and the background file copy that loads the filesystem meanwhile.
+ *
+ * Build: gcc -static -O2 -Wall -Wextra -Werror -o faultlat faultlat.c
+ *
+ * faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]
+ *
+ *   Creates PATH with N pages (fallocate with --prealloc, else ftruncate:
+ *   every first store allocates a block), fsyncs it so the setup is
+ *   committed before the first sample, maps it (MAP_SHARED_VALIDATE|MAP_SYNC
+ *   unless --no-map-sync; MADV_NOHUGEPAGE unless --huge, so every page takes
+ *   its own fault as in the reference measurement), then times one 8-byte
+ *   store to the start of each page in turn with CLOCK_MONOTONIC.
+ *   stdout: {"event":"mmap",...} then {"event":"done",...,"samples_ns":[...]}.
+ *
+ * faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]
+ *
+ *   Writes an M MiB source file (default 16) once, then copies it to DST
+ *   (open O_TRUNC, 1 MiB read/write chunks, close) round after round: R
+ *   rounds, or until killed when R is 0 (the default). "MARK copy-running"
+ *   on $PMEMLAB_EVENT_FD once the first chunk of the first round is written;
+ *   stdout: one {"event":"round",...} line per finished round.
+ *
+ * Events (both modes): "MARK <name> <mono_ns>" lines on $PMEMLAB_EVENT_FD.
+ * Exit: 0 ok, 2 bad usage, 3 mmap failed, 4 file setup or copy I/O failed,
+ * 5 event channel write failed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MAP_SHARED_VALIDATE
+#define MAP_SHARED_VALIDATE 0x03
+#endif
+#ifndef MAP_SYNC
+#define MAP_SYNC 0x80000
+#endif
+
+#define PAGE 4096u
+#define CHUNK (1u << 20)
+#define MAX_PAGES (1u << 20)
+#define MAX_MIB 1024u
+
+static int event_fd = -1;
+
+static const char *errname(int e)
+{
+	static char buf[16];
+	const char *n = strerrorname_np(e);
+
+	if (n)
+		return n;
+	snprintf(buf, sizeof(buf), "E%d", e);
+	return buf;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("faultlat: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nusage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]\n"
+	      "       faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]\n", stderr);
+	exit(2);
+}
+
+static void die_io(const char *what, const char *path) __attribute__((noreturn));
+static void die_io(const char *what, const char *path)
+{
+	int e = errno;
+
+	fprintf(stderr, "faultlat: %s %s: %s (%s)\n", what, path, errname(e), strerror(e));
+	exit(4);
+}
+
+static uint64_t parse_u64(const char *opt, const char *val, const char *expect)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!val)
+		usage_error("%s needs a value: %s", opt, expect);
+	if (*val < '0' || *val > '9')
+		usage_error("%s expects %s, got '%s'", opt, expect, val);
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (errno || *end)
+		usage_error("%s expects %s, got '%s'", opt, expect, val);
+	return (uint64_t)v;
+}
+
+/* One event line, one write(), so lines from many writers stay whole. */
+static void emit_event(const char *kind, const char *arg)
+{
+	char line[256];
+	int n;
+
+	if (event_fd < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%s %s %lld\n", kind, arg, (long long)mono_ns());
+	for (;;) {
+		ssize_t w = write(event_fd, line, (size_t)n);
+		if (w == n)
+			return;
+		if (w < 0 && errno == EINTR)
+			continue;
+		fprintf(stderr, "faultlat: write event to fd %d: %s\n", event_fd,
+			w < 0 ? errname(errno) : "short write");
+		exit(5);
+	}
+}
+
+static void setup_event_fd(void)
+{
+	const char *env = getenv("PMEMLAB_EVENT_FD");
+	char *end;
+	long v;
+
+	if (!env || !*env)
+		return; /* run by hand: no events, not an error */
+	errno = 0;
+	v = strtol(env, &end, 10);
+	if (errno || *end || v < 0 || v > INT_MAX) {
+		fprintf(stderr, "faultlat: PMEMLAB_EVENT_FD=%s is not an fd number\n", env);
+		exit(2);
+	}
+	event_fd = (int)v;
+}
+
+/* Page faults so far. Both kinds count: a DAX fault that allocates a block
+ * reports itself as major, one finished by MAP_SYNC's sync path as minor. */
+static long page_faults(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return -1;
+	return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* The cheapest back-to-back clock read: what every sample includes anyway. */
+static int64_t clock_overhead_ns(void)
+{
+	int64_t best = INT64_MAX;
+
+	for (int k = 0; k < 200; k++) {
+		int64_t a = mono_ns(), b = mono_ns();
+		if (b - a < best)
+			best = b - a;
+	}
+	return best;
+}
+
+static int measure(int argc, char **argv)
+{
+	const char *path = NULL;
+	uint64_t pages = 0;
+	int prealloc = 0, map_sync = 1, huge = 0, nohuge_ok = 0, fd, mflags;
+	long flt0, flt1;
+	int64_t overhead, *samples;
+	unsigned char *map;
+	size_t size;
+
+	for (int i = 2; i < argc; i++) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(opt, "--file")) {
+			if (!val || !*val)
+				usage_error("--file needs a path");
+			path = val; i++;
+		} else if (!strcmp(opt, "--pages")) {
+			pages = parse_u64(opt, val, "a page count"); i++;
+		} else if (!strcmp(opt, "--prealloc")) {
+			prealloc = 1;
+		} else if (!strcmp(opt, "--no-map-sync")) {
+			map_sync = 0;
+		} else if (!strcmp(opt, "--huge")) {
+			huge = 1;
+		} else {
+			usage_error("measure: unknown option '%s'", opt);
+		}
+	}
+	if (!path)
+		usage_error("measure: --file PATH is required");
+	if (pages < 1 || pages > MAX_PAGES)
+		usage_error("--pages expects 1..%u, got %" PRIu64, MAX_PAGES, pages);
+	size = (size_t)pages * PAGE;
+	samples = calloc((size_t)pages, sizeof(*samples));
+	if (!samples) {
+		fprintf(stderr, "faultlat: out of memory\n");
+		return 4;
+	}
+	setup_event_fd();
+
+	fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die_io("open", path);
+	if (prealloc ? fallocate(fd, 0, 0, (off_t)size) < 0 : ftruncate(fd, (off_t)size) < 0)
+		die_io(prealloc ? "fallocate" : "ftruncate", path);
+	/* Commit the file's creation and size (and extents) now, so that the
+	 * first MAP_SYNC fault does not pay for the setup. */
+	if (fsync(fd) < 0)
+		die_io("fsync", path);
+
+	mflags = map_sync ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED;
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, mflags, fd, 0);
+	if (map == MAP_FAILED) {
+		int e = errno;
+		fprintf(stderr, "faultlat: mmap: %s (%s)\n", errname(e), strerror(e));
+		printf("{\"event\":\"mmap\",\"ok\":false,\"errno\":\"%s\",\"map_sync\":%s}\n",
+		       errname(e), map_sync ? "true" : "false");
+		fflush(stdout);
+		return 3;
+	}
+	if (!huge)
+		nohuge_ok = madvise(map, size, MADV_NOHUGEPAGE) == 0;
+	printf("{\"event\":\"mmap\",\"ok\":true,\"map_sync\":%s,\"prealloc\":%s,\"huge\":%s}\n",
+	       map_sync ? "true" : "false", prealloc ? "true" : "false",
+	       huge || !nohuge_ok ? "true" : "false");
+	fflush(stdout);
+	overhead = clock_overhead_ns();
+	emit_event("MARK", "measure-start");
+
+	flt0 = page_faults();
+	for (uint64_t p = 0; p < pages; p++) {
+		volatile uint64_t *dst = (volatile uint64_t *)(map + p * PAGE);
+		int64_t t0, t1;
+
+		t0 = mono_ns();
+		*dst = 0x706d656d6c616231ULL ^ p; /* the first store: the fault */
+		t1 = mono_ns();
+		samples[p] = t1 - t0;
+	}
+	flt1 = page_faults();
+	emit_event("MARK", "measure-done");
+
+	printf("{\"event\":\"done\",\"pages\":%" PRIu64 ",\"map_sync\":%s,\"prealloc\":%s,"
+	       "\"huge\":%s,\"faults\":%ld,\"clock_overhead_ns\":%" PRId64 ",\"samples_ns\":[",
+	       pages, map_sync ? "true" : "false", prealloc ? "true" : "false",
+	       huge || !nohuge_ok ? "true" : "false",
+	       flt0 >= 0 && flt1 >= 0 ? flt1 - flt0 : -1L, overhead);
+	for (uint64_t p = 0; p < pages; p++)
+		printf("%s%" PRId64, p ? "," : "", samples[p]);
+	printf("]}\n");
+	fflush(stdout);
+	munmap(map, size);
+	close(fd);
+	free(samples);
+	return 0;
+}
+
+static void write_all(int fd, const unsigned char *buf, size_t n, const char *path)
+{
+	while (n) {
+		ssize_t w = write(fd, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			if (w == 0)
+				errno = EIO;
+			die_io("write", path);
+		}
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+static int copy(int argc, char **argv)
+{
+	const char *src = NULL, *dst = NULL;
+	uint64_t mib = 16, rounds = 0;
+	unsigned char *buf;
+	int fd, announced = 0;
+
+	for (int i = 2; i < argc; i++) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(opt, "--src")) {
+			if (!val || !*val)
+				usage_error("--src needs a path");
+			src = val; i++;
+		} else if (!strcmp(opt, "--dst")) {
+			if (!val || !*val)
+				usage_error("--dst needs a path");
+			dst = val; i++;
+		} else if (!strcmp(opt, "--mib")) {
+			mib = parse_u64(opt, val, "a size in MiB"); i++;
+		} else if (!strcmp(opt, "--rounds")) {
+			rounds = parse_u64(opt, val, "a round count (0: until killed)"); i++;
+		} else {
+			usage_error("copy: unknown option '%s'", opt);
+		}
+	}
+	if (!src || !dst)
+		usage_error("copy: --src PATH and --dst PATH are required");
+	if (mib < 1 || mib > MAX_MIB)
+		usage_error("--mib expects 1..%u, got %" PRIu64, MAX_MIB, mib);
+	setup_event_fd();
+	buf = malloc(CHUNK);
+	if (!buf) {
+		fprintf(stderr, "faultlat: out of memory\n");
+		return 4;
+	}
+
+	fd = open(src, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die_io("open", src);
+	for (uint64_t c = 0; c < mib; c++) {
+		for (size_t j = 0; j < CHUNK; j++)
+			buf[j] = (unsigned char)((c * 131 + j * 7 + (j >> 12)) & 0xff);
+		write_all(fd, buf, CHUNK, src);
+	}
+	if (fsync(fd) < 0)
+		die_io("fsync", src);
+	close(fd);
+
+	for (uint64_t r = 1; rounds == 0 || r <= rounds; r++) {
+		int64_t t0 = mono_ns();
+		uint64_t total = 0;
+		int in = open(src, O_RDONLY | O_CLOEXEC);
+		int out = open(dst, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+
+		if (in < 0)
+			die_io("open", src);
+		if (out < 0)
+			die_io("open", dst);
+		for (;;) {
+			ssize_t n = read(in, buf, CHUNK);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				die_io("read", src);
+			if (n == 0)
+				break;
+			write_all(out, buf, (size_t)n, dst);
+			total += (uint64_t)n;
+			if (!announced) {
+				emit_event("MARK", "copy-running");
+				announced = 1;
+			}
+		}
+		close(in);
+		close(out);
+		printf("{\"event\":\"round\",\"round\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"us\":%" PRId64 "}\n",
+		       r, total, (mono_ns() - t0) / 1000);
+		fflush(stdout);
+	}
+	free(buf);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		usage_error("a mode is required: measure or copy");
+	if (!strcmp(argv[1], "measure"))
+		return measure(argc, argv);
+	if (!strcmp(argv[1], "copy"))
+		return copy(argc, argv);
+	usage_error("unknown mode '%s'; expected measure or copy", argv[1]);
+}

@@ -1,0 +1,277 @@
+"""fault-latency: how long the first store to each page of a DAX mapping takes.
+
+Reproduces the measurement of the synchronous page fault series' cover letter
+(MAP_SYNC, Linux 4.15): one 8-byte store to each of N pages of a fresh
+mapping, each timed, the file preallocated (fallocate) or empty (ftruncate
+to size), mapped with MAP_SHARED_VALIDATE|MAP_SYNC or plain MAP_SHARED, with
+or without a background file copy loading the same filesystem. With MAP_SYNC
+a fault that allocates (or converts) a block waits for the filesystem to
+commit that metadata before the page is mapped writeable, so it costs a
+journal/log commit; without, it does not.
+
+This kind measures and does not judge the numbers: PASS means measured (the
+kernel-log oracle still applies), a measurement that could not be taken is
+INFRA-ERROR, a guest that stopped answering is HANG. The guest helper is
+images/guest/faultlat.c; the comparison with the published figures is
+lab/report/latency.py.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
+from lab.guest.agent import CommandResult, RunHandle
+from lab.guest.pmem import DaxMode, Filesystem
+from lab.image.cache import Image
+from lab.oracles.finding import Finding
+from lab.report import latency
+from lab.verdict import Verdict
+from lab.vm.accel import AccelVerdict
+from lab.vm.boot import MachineShape
+from lab.vm.machine import Machine
+from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+
+NAME = "fault-latency"
+HELPER = "faultlat"
+WORKLOAD_FILE = "faultlat.dat"
+COPY_SRC, COPY_DST = "faultlat-copy.src", "faultlat-copy.dst"
+COPY_MIB = 16  # the background copy's file: large enough to keep copying through the whole measurement
+COPY_START_TIMEOUT_S = 120.0  # writing the source file and the first copy chunk, under TCG
+COPY_STOP_TIMEOUT_S = 30.0
+MEASURE_BASE_TIMEOUT_S = 120.0
+MEASURE_PER_PAGE_S = 0.05  # under TCG with load a fault rarely takes 20 ms; this allows 50
+STDERR_TAIL = 600
+
+
+class FaultLatencyParams(BaseModel):
+    """The [workload]/[matrix] keys of a fault-latency scenario (besides fs and dax)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pages: int = Field(512, ge=1, le=65536, description="pages of the mapping; one timed first store each")
+    prealloc: bool = Field(False, description="fallocate the file (true) or ftruncate it to size (false)")
+    map_sync: bool = Field(True, description="MAP_SHARED_VALIDATE|MAP_SYNC (true) or plain MAP_SHARED")
+    background_copy: bool = Field(False, description="a file copy loops on the same filesystem meanwhile")
+
+    def argv(self, path: str) -> list[str]:
+        argv = [HELPER, "measure", "--file", path, "--pages", str(self.pages)]
+        if self.prealloc:
+            argv.append("--prealloc")
+        if not self.map_sync:
+            argv.append("--no-map-sync")
+        return argv
+
+    def measure_timeout(self) -> float:
+        return MEASURE_BASE_TIMEOUT_S + self.pages * MEASURE_PER_PAGE_S
+
+
+def copy_argv(mountpoint: str) -> list[str]:
+    return [HELPER, "copy", "--src", f"{mountpoint}/{COPY_SRC}", "--dst", f"{mountpoint}/{COPY_DST}",
+            "--mib", str(COPY_MIB)]
+
+
+@dataclass(frozen=True)
+class FaultLatencyCheck:
+    """One cell's measurement: pure data."""
+
+    fs: Filesystem
+    params: FaultLatencyParams
+    dax: DaxMode = DaxMode.ALWAYS
+    shape: MachineShape = MachineShape()
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
+                "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
+                "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed}
+
+
+def check_from_dict(data: dict[str, Any]) -> FaultLatencyCheck:
+    """The inverse of FaultLatencyCheck.to_dict."""
+    if data.get("kind", NAME) != NAME:
+        raise ConfigError(f"not a {NAME} check: kind {data.get('kind')!r}")
+    return FaultLatencyCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
+                             params=FaultLatencyParams(**data["params"]),
+                             shape=MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
+                                                nvdimm_size=int(data["nvdimm_size"])),
+                             seed=int(data.get("seed", 0)))
+
+
+def make_check(spec: CheckSpec) -> FaultLatencyCheck:
+    if spec.crash is not None:
+        raise ConfigError(f"the {NAME} workload does not cut the power: remove the [crash] section")
+    if spec.dax is not DaxMode.ALWAYS:
+        raise ConfigError(f"the {NAME} workload times DAX page faults: dax must be 'always', "
+                          f"got {spec.dax.value!r}")
+    params = spec.params if isinstance(spec.params, FaultLatencyParams) else \
+        FaultLatencyParams(**spec.params.model_dump())
+    return FaultLatencyCheck(fs=spec.fs, params=params, dax=spec.dax, shape=spec.shape, seed=spec.seed)
+
+
+# -- judging the helper's output (pure) ------------------------------------------------------
+
+def json_lines(stdout: bytes | str) -> list[dict[str, Any]]:
+    """The JSON objects among a helper's stdout lines (other lines ignored)."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    out = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
+
+def _tail(data: bytes) -> str:
+    return data[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+
+
+def metrics_of(done: dict[str, Any], params: FaultLatencyParams, fs: Filesystem) -> dict[str, Any]:
+    samples = [int(ns) for ns in done["samples_ns"]]
+    buckets = latency.histogram(samples)
+    return {
+        "cell": {"fs": fs.value, "prealloc": params.prealloc, "map_sync": params.map_sync,
+                 "background_copy": params.background_copy, "pages": params.pages},
+        "summary": latency.summarize(samples).to_dict(),
+        "histogram": [b.to_dict() for b in buckets],
+        "histogram_text": [b.text() for b in buckets],
+        "faults": done.get("faults"),
+        "huge": done.get("huge"),
+        "clock_overhead_ns": done.get("clock_overhead_ns"),
+        "samples_ns": samples,
+    }
+
+
+def judge_measurement(outcome: CommandResult, params: FaultLatencyParams,
+                      fs: Filesystem) -> tuple[list[Finding], dict[str, Any]]:
+    """Findings and metrics from the `faultlat measure` run."""
+    lines = json_lines(outcome.stdout)
+    done = next((d for d in lines if d.get("event") == "done"), None)
+    mmap = next((d for d in lines if d.get("event") == "mmap"), None)
+    if outcome.timed_out:
+        return [Finding("measurement", Verdict.HANG,
+                        f"the measurement did not finish within its {params.measure_timeout():g} s deadline "
+                        f"({'mapped' if mmap and mmap.get('ok') else 'not even mapped'})",
+                        {"stderr": _tail(outcome.stderr)})], {}
+    if mmap is not None and not mmap.get("ok"):
+        return [Finding("measurement", Verdict.INFRA_ERROR,
+                        f"nothing measured: mmap{' with MAP_SYNC' if params.map_sync else ''} failed with "
+                        f"{mmap.get('errno')}", {"mmap": mmap})], {}
+    samples = done.get("samples_ns") if done else None
+    if not outcome.ok or not isinstance(samples, list) or len(samples) != params.pages:
+        got = len(samples) if isinstance(samples, list) else 0
+        return [Finding("measurement", Verdict.INFRA_ERROR,
+                        f"nothing measured: {HELPER} {outcome.describe()} with {got} of {params.pages} samples",
+                        {"stderr": _tail(outcome.stderr)})], {}
+    metrics = metrics_of(done, params, fs)
+    s = metrics["summary"]
+    summary = (f"{params.pages} first stores: min {s['min_us']:g} avg {s['avg_us']:g} max {s['max_us']:g} us "
+               f"(MAP_SYNC {'on' if params.map_sync else 'off'}, file {'preallocated' if params.prealloc else 'empty'}"
+               f", {'with' if params.background_copy else 'no'} background copy)")
+    details: dict[str, Any] = {"summary": s, "histogram": metrics["histogram_text"]}
+    faults = metrics["faults"]
+    if isinstance(faults, int) and faults < params.pages:
+        details["note"] = (f"only {faults} page faults for {params.pages} pages: some stores did not fault "
+                           "(huge mappings?)")
+    return [Finding("measurement", Verdict.PASS, summary, details)], metrics
+
+
+def judge_copy(outcome: CommandResult | None, killed: bool) -> tuple[list[Finding], dict[str, Any]]:
+    """The background copy must have been running the whole time (killed by us, not ended by itself)."""
+    if outcome is None:
+        return [], {}
+    rounds = [d for d in json_lines(outcome.stdout) if d.get("event") == "round"]
+    info = {"rounds": len(rounds), "bytes": sum(int(d.get("bytes", 0)) for d in rounds), "killed": killed}
+    if not killed:
+        return [Finding("background-copy", Verdict.INFRA_ERROR,
+                        f"the background copy ended by itself during the measurement ({outcome.describe()}): "
+                        "the load was not there throughout", {"stderr": _tail(outcome.stderr), **info})], info
+    return [], info
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def _start_copy(machine: Machine, mountpoint: str, measure_timeout: float) -> RunHandle:
+    """Start the copy loop and wait until it really copies (its first chunk is written)."""
+    since = len(machine.events)
+    handle = machine.agent.start(copy_argv(mountpoint),
+                                 timeout=COPY_START_TIMEOUT_S + measure_timeout + COPY_STOP_TIMEOUT_S)
+    try:
+        machine.events.wait_for(lambda e: e.kind == "MARK" and e.arg == "copy-running", COPY_START_TIMEOUT_S,
+                                since=since, what="MARK copy-running from the background copy")
+    except AgentTimeout:
+        if handle.done:  # it failed before copying anything: say why
+            result = handle.wait(timeout=COPY_STOP_TIMEOUT_S)
+            raise GuestError(f"the background copy never started copying: {result.describe()}; "
+                             f"stderr: {_tail(result.stderr)}") from None
+        raise
+    return handle
+
+
+def _stop_copy(handle: RunHandle) -> tuple[CommandResult, bool]:
+    """Kill the copy; (its result, whether it was still running when we killed it)."""
+    running = not handle.done
+    handle.kill()
+    return handle.wait(timeout=COPY_STOP_TIMEOUT_S), running
+
+
+def run(check: FaultLatencyCheck, image: Image, accel: AccelVerdict, run_dir: Path,
+        hooks: RunHooks) -> WorkloadResult:
+    guest = GuestRun(NAME, check, image, accel, run_dir, hooks)
+    params = check.params
+
+    def body(g: GuestRun) -> list[Finding]:
+        findings: list[Finding] = []
+        with g.pmem_machine(check.fs, check.dax) as (machine, mnt):
+            copier: RunHandle | None = None
+            try:
+                if params.background_copy:
+                    with g.phase("background"):
+                        hooks.progress(f"background copy of a {COPY_MIB} MiB file on {mnt.mountpoint}")
+                        copier = _start_copy(machine, mnt.mountpoint, params.measure_timeout())
+                hooks.progress(f"timing the first store to each of {params.pages} pages")
+                with g.phase("measure"):
+                    outcome = machine.agent.run(params.argv(f"{mnt.mountpoint}/{WORKLOAD_FILE}"),
+                                                timeout=params.measure_timeout())
+            except BaseException:
+                if copier is not None:  # best effort: the machine is destroyed next anyway
+                    with suppress(LabError):
+                        copier.kill()
+                raise
+            (g.run_dir / "faultlat.out").write_bytes(outcome.stdout)
+            measured, metrics = judge_measurement(outcome, params, check.fs)
+            findings += measured
+            g.result.metrics.update(metrics)
+            hang = next((f for f in measured if f.verdict is Verdict.HANG), None)
+            if hang is not None:  # no polite poweroff of a guest whose faults stopped finishing
+                raise AgentTimeout(hang.summary)
+            if copier is not None:
+                with g.phase("background"):
+                    copy_outcome, killed = _stop_copy(copier)
+                copy_findings, info = judge_copy(copy_outcome, killed)
+                findings += copy_findings
+                g.result.metrics["background"] = info
+        return findings
+
+    return run_guarded(guest, body)
+
+
+KIND = WorkloadKind(
+    name=NAME,
+    purpose="latency of the first store to each DAX page: MAP_SYNC vs plain, empty vs preallocated, with load",
+    params=FaultLatencyParams,
+    uses_crash=False,
+    make_check=make_check,
+    check_from_dict=check_from_dict,
+    run=run,
+    render_html=latency.render_html,
+)
