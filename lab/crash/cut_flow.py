@@ -1,0 +1,306 @@
+"""A power cut in the middle of a workload, then recovery and a kind's judge: the shared flow.
+
+boot on fresh media -> pmem setup -> start the workload -> crash trigger (ACK k,
+MARK m, or a time offset after a MARK) -> freeze -> capture -> destroy ->
+recovery boot on the capture -> mount with the same dax mode (journal/log
+replay; a mount failure is a VIOLATION) -> the kind's judge(machine,
+mountpoint) -> unmount -> fsck -> poweroff.
+
+The shape is the MAP_SYNC check's (lab/crash/mapsync_check.py), made generic
+over the workload command and the judge, for kinds run through
+lab.workloads.base.GuestRun and run_guarded: those map AgentTimeout to HANG,
+LabError to INFRA-ERROR, scan the consoles, and write result.json. What the
+flow learns goes into ``run.result.metrics["cut"]`` and ``["recovery"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lab.crash.capture import Capture
+from lab.crash.point import CrashPoint
+from lab.crash.powercut import CutResult, capture_media, freeze_and_close
+from lab.errors import AgentTimeout, ConfigError, GuestError
+from lab.guest import pmem
+from lab.guest.agent import CommandResult, RunHandle
+from lab.guest.events import Event
+from lab.guest.pmem import DaxMode, Filesystem, PmemMount
+from lab.oracles.finding import Finding
+from lab.oracles.fsck import run_fsck
+from lab.verdict import Verdict
+from lab.vm.boot import ready_timeout
+from lab.vm.machine import Machine
+from lab.workloads.base import GuestRun
+
+WORKLOAD_TIMEOUT_S = 300.0
+MOUNT_TIMEOUT_S = 120.0
+POLL_S = 0.2
+
+Judge = Callable[[Machine, str], list[Finding]]  # (recovery machine, mountpoint) -> findings
+
+
+@dataclass(frozen=True)
+class CrashTrigger:
+    """When to cut: right after the host reads ACK `ack` (or any later one), at MARK `mark`,
+    or `seconds` after MARK `mark`."""
+
+    ack: int | None = None
+    mark: str | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.ack is None) == (self.mark is None):
+            raise ConfigError("crash trigger: give exactly one of ack or mark")
+        if self.seconds is not None and self.mark is None:
+            raise ConfigError("crash trigger: a time offset counts from a MARK; give mark too")
+        if self.ack is not None and self.ack < 0:
+            raise ConfigError(f"crash trigger: ack must be >= 0, got {self.ack}")
+        if self.seconds is not None and self.seconds < 0:
+            raise ConfigError(f"crash trigger: seconds must be >= 0, got {self.seconds}")
+
+    @classmethod
+    def from_point(cls, point: CrashPoint, start_mark: str) -> CrashTrigger:
+        """A scenario's crash point: after_ack k is ACK k, after_seconds s is s after `start_mark`."""
+        if point.after_ack is not None:
+            return cls(ack=point.after_ack)
+        return cls(mark=start_mark, seconds=point.after_seconds)
+
+    def matches(self, event: Event) -> bool:
+        """Is this the event the cut (or its time offset) counts from?"""
+        if self.ack is not None:
+            return event.ack is not None and event.ack >= self.ack
+        return event.kind == "MARK" and event.arg == self.mark
+
+    def describe(self) -> str:
+        if self.ack is not None:
+            return f"after ACK {self.ack}"
+        if self.seconds is None:
+            return f"at MARK {self.mark}"
+        return f"{self.seconds:g} s after MARK {self.mark}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ack": self.ack, "mark": self.mark, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    """What the flow runs: the machine's filesystem, the workload command, and when to cut."""
+
+    fs: Filesystem
+    dax: DaxMode
+    argv: Callable[[PmemMount], list[str]]  # the workload command line, given the mounted filesystem
+    trigger: CrashTrigger
+    workload_timeout: float = WORKLOAD_TIMEOUT_S
+    keep_capture: bool = False
+
+
+@dataclass
+class PreCut:
+    """What the host knew when it cut: the durable ACKs, the workload's output and events so far."""
+
+    cut: CutResult
+    cut_time: float  # host monotonic time the stop was issued
+    mount: PmemMount
+    stdout: bytes
+    stderr: bytes
+    events: list[Event]
+    finished_first: bool  # the workload ended before the crash point: the cut found it at rest
+    exit: CommandResult | None  # how it ended, if it did
+    captures: list[Capture] = field(default_factory=list)
+
+    @property
+    def durable(self) -> list[int]:
+        return self.cut.durable
+
+    def marks(self) -> list[str]:
+        """MARK names read before the stop was issued, in order."""
+        return [e.arg for e in self.events if e.kind == "MARK" and e.host_time <= self.cut_time]
+
+
+class PowerCutFlow:
+    """One workload cut mid-run and recovered; a kind makes one per check."""
+
+    def __init__(self, run: GuestRun, plan: CutPlan) -> None:
+        self.run = run
+        self.plan = plan
+        self.pre: PreCut | None = None
+        self.metrics = run.result.metrics
+
+    # -- the machine that loses its power ------------------------------------
+    def workload_and_cut(self) -> PreCut:
+        run, plan = self.run, self.plan
+        media = run.fresh_media()
+        with run.machine("workload", [media]) as machine:
+            with run.phase("boot"):
+                machine.wait_ready(ready_timeout(run.accel.accel))
+            with run.phase("setup"):
+                mnt = pmem.setup(machine.agent, plan.fs, plan.dax)
+            argv = plan.argv(mnt)
+            run.hooks.progress(f"workload: {' '.join(argv)}; cut {plan.trigger.describe()}")
+            with run.phase("workload"):
+                handle = machine.agent.start(argv, timeout=plan.workload_timeout)
+                trigger = self._wait_for_trigger(machine, handle)
+            finished: CommandResult | None = None
+            if trigger is None:  # the workload ended before the crash point
+                finished = handle.wait(timeout=30)
+                if not finished.ok:
+                    self._save_events(machine)
+                    tail = finished.err_text.strip()[-2000:]
+                    raise GuestError(f"the workload {argv[0]} failed before the crash point "
+                                     f"({plan.trigger.describe()}): it {finished.describe()}"
+                                     + (f"; stderr: {tail}" if tail else ""))
+                trigger = time.monotonic()  # cut the machine at rest
+            with run.phase("freeze"):
+                issued = time.monotonic()
+                cut = freeze_and_close(machine, trigger)
+            self._save_events(machine)
+            events = machine.events.snapshot()
+            stdout, stderr = (finished.stdout, finished.stderr) if finished else handle.output()
+            with run.phase("capture"):
+                captures = capture_media(machine, run.run_dir / "capture")
+            with run.phase("destroy"):
+                machine.destroy()
+            pre = PreCut(cut, issued, mnt, stdout, stderr, events, finished is not None, finished, captures)
+        media.unlink(missing_ok=True)  # the capture is the evidence; the live file is not needed
+        (run.run_dir / "workload.stdout").write_bytes(stdout)
+        if stderr:
+            (run.run_dir / "workload.stderr").write_bytes(stderr)
+        self.metrics["cut"] = {
+            "trigger": plan.trigger.to_dict(), "trigger_text": plan.trigger.describe(),
+            "durable": len(cut.durable), "last_durable": cut.durable[-1] if cut.durable else None,
+            "acked_after_freeze": cut.acked_after_freeze, "freeze_latency_s": cut.freeze_latency_s,
+            "finished_first": finished is not None,
+            "captures": [{"path": str(c.path), "method": c.method, "seconds": round(c.seconds, 4),
+                          "data_bytes": c.data_bytes, "size": c.size} for c in captures],
+        }
+        self.pre = pre
+        return pre
+
+    def _wait_for_trigger(self, machine: Machine, handle: RunHandle) -> float | None:
+        """Host monotonic time of the crash point, or None if the workload ended first."""
+        trigger = self.plan.trigger
+        deadline = time.monotonic() + self.plan.workload_timeout
+        while True:
+            try:
+                event = machine.events.wait_for(trigger.matches, timeout=POLL_S)
+                break
+            except AgentTimeout:
+                if handle.done:
+                    try:  # its last events may still be in flight
+                        event = machine.events.wait_for(trigger.matches, timeout=0.5)
+                        break
+                    except AgentTimeout:
+                        return None
+                if time.monotonic() > deadline:
+                    raise AgentTimeout(f"no workload event for the crash point ({trigger.describe()}) "
+                                       f"within {self.plan.workload_timeout:.0f} s") from None
+        if trigger.seconds is None:
+            return event.host_time
+        until = event.host_time + trigger.seconds
+        while time.monotonic() < until and not handle.done:
+            time.sleep(min(0.005, max(0.0, until - time.monotonic())))
+        return time.monotonic()
+
+    def _save_events(self, machine: Machine) -> None:
+        lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]
+        (self.run.run_dir / "events.log").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+    # -- the machine that boots on what the media held ------------------------
+    def recover_and_judge(self, judge: Judge) -> list[Finding]:
+        """Recovery boot on the capture, mount, `judge`, unmount, fsck, poweroff."""
+        run, plan = self.run, self.plan
+        if self.pre is None or not self.pre.captures:
+            raise GuestError("recover_and_judge() needs the capture workload_and_cut() takes")
+        findings: list[Finding] = []
+        recovery: dict[str, Any] = {"mounted": None, "fsck_clean": None}
+        self.metrics["recovery"] = recovery
+        with run.machine("recovery", [self.pre.captures[0].path]) as machine:
+            with run.phase("recovery_boot"):
+                machine.wait_ready(ready_timeout(run.accel.accel))
+            with run.phase("recovery_mount"):
+                pmem.wait_for_namespace(machine.agent)
+                device = pmem.existing_pmem_device(machine.agent)
+                if device is None:
+                    raise GuestError("the fsdax namespace did not come back on the captured media")
+                machine.run(["mkdir", "-p", pmem.MOUNTPOINT], timeout=10, check=True)
+                mounted = machine.run(["mount", "-t", plan.fs.value, "-o", f"dax={plan.dax.value}", device,
+                                       pmem.MOUNTPOINT], timeout=MOUNT_TIMEOUT_S, check=False)
+            if mounted.timed_out:
+                raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
+            recovery["mounted"] = mounted.ok
+            if not mounted.ok:
+                findings.append(Finding("recovery-mount", Verdict.VIOLATION,
+                                        f"the recovered {plan.fs.value} does not mount: {mounted.err_text.strip()}",
+                                        {"device": device, "exit_code": mounted.exit_code}))
+            else:
+                findings.append(Finding("recovery-mount", Verdict.PASS,
+                                        f"the recovered {plan.fs.value} mounts with dax={plan.dax.value}"))
+                with run.phase("judge"):
+                    findings += judge(machine, pmem.MOUNTPOINT)
+                    pmem.umount(machine.agent)
+            with run.phase("fsck"):
+                fsck_finding, output = run_fsck(machine.agent, plan.fs, device)
+                (run.run_dir / "fsck.txt").write_text(output)
+                recovery["fsck_clean"] = fsck_finding.verdict is Verdict.PASS
+                findings.append(fsck_finding)
+            with run.phase("shutdown"):
+                machine.poweroff(timeout=30)
+        return findings
+
+    def remove_capture(self) -> None:
+        if not self.plan.keep_capture:
+            shutil.rmtree(self.run.run_dir / "capture", ignore_errors=True)
+
+
+def run_power_cut(run: GuestRun, plan: CutPlan, pre_cut: Callable[[PreCut], list[Finding]],
+                  judge_for: Callable[[PreCut], Judge]) -> list[Finding]:
+    """The whole flow for a run_guarded body: the pre-cut findings (what the workload reported
+    before the cut) followed by the recovery's (mount, the kind's judge, fsck).
+
+    The capture is removed on every path unless the plan keeps it.
+    """
+    flow = PowerCutFlow(run, plan)
+    try:
+        pre = flow.workload_and_cut()
+        findings = pre_cut(pre)
+        findings += flow.recover_and_judge(judge_for(pre))
+        return findings
+    finally:
+        flow.remove_capture()
+
+
+def read_file(machine: Machine, path: str, timeout: float = 120) -> CommandResult | None:
+    """`cat path` in the guest; None when the file does not exist."""
+    if not machine.run(["test", "-f", path], timeout=10, check=False).ok:
+        return None
+    return machine.run(["cat", path], timeout=timeout, check=False)
+
+
+def file_size(machine: Machine, path: str) -> int | None:
+    """st_size of `path` in the guest, None when it does not exist."""
+    result = machine.run(["stat", "-c", "%s", path], timeout=10, check=False)
+    if not result.ok:
+        return None
+    try:
+        return int(result.text.strip())
+    except ValueError:
+        raise GuestError(f"stat -c %s {path} printed {result.text.strip()!r}") from None
+
+
+def json_lines(stdout: bytes) -> list[dict[str, Any]]:
+    """The JSON objects among a helper's stdout lines (a cut can leave the last one torn)."""
+    out: list[dict[str, Any]] = []
+    for line in stdout.decode(errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
