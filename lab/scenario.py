@@ -297,7 +297,7 @@ def _refuse_crash(kind: str) -> Callable[[Any], Any]:
 
 @lru_cache(maxsize=64)
 def _layout(kind: WorkloadKind | None) -> _Layout:
-    axes: dict[str, Any] = {"fs": (Axis[FsName], None), "dax": (Axis[DaxName], None)}
+    axes: dict[str, Any] = {"fs": (Axis[FsName], None), "dax": (Axis[DaxName], None)}  # type: ignore[misc]
     if kind is None:
         workload: Any = dict[str, Any]
         matrix = create_model("AnyMatrix", __base__=_AnyExtra, **axes)
@@ -309,11 +309,11 @@ def _layout(kind: WorkloadKind | None) -> _Layout:
             raise ConfigError(f"workload kind {kind.name}: params field {clash[0]!r} is a matrix key of every "
                               "scenario; rename it")
         # Fields alone: [workload] may hold half of a combination that the matrix completes.
-        workload = create_model(f"{params.__name__}Workload", __base__=_Strict,
+        workload = create_model(f"{params.__name__}Workload", __base__=_Strict,  # type: ignore[call-overload]
                                 **{name: (_annotation(info), _default(info))
                                    for name, info in params.model_fields.items()})
-        matrix = create_model(f"{params.__name__}Matrix", __base__=_Strict,
-                              **axes, **{name: (Axis[_annotation(info)], None)  # type: ignore[valid-type]
+        matrix = create_model(f"{params.__name__}Matrix", __base__=_Strict,  # type: ignore[call-overload]
+                              **axes, **{name: (Axis[_annotation(info)], None)  # type: ignore[misc, valid-type]
                                          for name, info in params.model_fields.items()})
         crash = (CrashStrategy, ...) if kind.uses_crash else (Annotated[Any, AfterValidator(_refuse_crash(kind.name))],
                                                               None)
