@@ -109,6 +109,21 @@ def _case(case: dict[str, Any], page_dir: Path) -> str:
             f"{_findings(latest.get('findings') or [])}{_artifacts(latest, page_dir)}</article>")
 
 
+def _kind_sections(cases: list[dict[str, Any]], page_dir: Path) -> str:
+    """Scenario-specific sections (latency tables, contract tables, ...) from each workload kind present."""
+    from lab.workloads.catalog import kinds
+
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for case in cases:
+        by_kind.setdefault(str((case.get("case") or {}).get("workload", "mapsync")), []).append(case)
+    sections = []
+    for name, members in by_kind.items():
+        kind = kinds().get(name)
+        if kind is not None and kind.render_html is not None:
+            sections.append(f'<section id="kind-{_e(name)}">{kind.render_html(members, page_dir)}</section>')
+    return "".join(sections)
+
+
 def write_html(path: str | Path, campaign: dict[str, Any], cases: list[dict[str, Any]]) -> Path:
     out = Path(path)
     summary = summarize(str(campaign.get("id")), cases)
@@ -118,6 +133,7 @@ def write_html(path: str | Path, campaign: dict[str, Any], cases: list[dict[str,
             f'<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head>'
             f"<body>{_header(campaign, summary.exit_status)}"
             f'<section id="summary"><h2>Summary</h2>{_table(SUMMARY_COLUMNS, summary_rows(summary), True)}</section>'
+            f"{_kind_sections(ordered, out.parent)}"
             f'<section id="cases"><h2>Cases</h2>{"".join(_case(c, out.parent) for c in ordered)}</section>'
             "</body></html>\n")
     out.write_text(page, encoding="utf-8")
