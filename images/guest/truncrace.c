@@ -4,7 +4,7 @@
  * Build: gcc -static -O2 -Wall -Wextra -Werror -o truncrace truncrace.c
  *
  * truncrace --file PATH [--pages N] [--threads T] [--seconds S]
- *           [--progress-ms M] [--seed X]
+ *           [--progress-ms M] [--seed X] [--inject-stale]
  *
  * The case of "Fix XIP fault vs truncate race" (the XIP-to-DAX rewrite): a
  * page fault that maps a block while a truncate frees it. T writer threads
@@ -23,6 +23,10 @@
  *   truncation through a page table entry the truncation should have torn
  *   down landed in it. A SIGBUS on one of these reads (inside EOF, nothing
  *   truncating) is counted as "check_sigbus".
+ *
+ * --inject-stale is the lab's self-test of this check: after each
+ * re-extension it stores a nonzero word into the first page beyond the
+ * truncation point before the check reads it, so every check must fail.
  *
  * Events ($PMEMLAB_EVENT_FD): "MARK running" once every thread runs (the
  * host times its power cut from it), "MARK stale" for each of the first 16
@@ -111,7 +115,7 @@ static void usage_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputs("\nusage: truncrace --file PATH [--pages N] [--threads T] [--seconds S] "
-	      "[--progress-ms M] [--seed X]\n", stderr);
+	      "[--progress-ms M] [--seed X] [--inject-stale]\n", stderr);
 	exit(2);
 }
 
@@ -382,7 +386,7 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int64_t t0, end, next_progress;
 	char *dir_copy;
-	int fd, dfd, rc = 0;
+	int fd, dfd, rc = 0, inject_stale = 0;
 
 	n_pages = 64;
 	for (int i = 1; i < argc; i++) {
@@ -402,6 +406,8 @@ int main(int argc, char **argv)
 			progress_ms = parse_u64(opt, val, "milliseconds >= 10"); i++;
 		} else if (!strcmp(opt, "--seed")) {
 			seed = parse_u64(opt, val, "an unsigned integer"); i++;
+		} else if (!strcmp(opt, "--inject-stale")) {
+			inject_stale = 1;
 		} else {
 			usage_error("unknown option '%s'", opt);
 		}
@@ -486,6 +492,8 @@ int main(int argc, char **argv)
 			rc = 6;
 			break;
 		}
+		if (inject_stale)
+			((volatile uint64_t *)(map + cut * PAGE))[0] = 0x5EEDULL;
 		for (uint64_t p = cut; p < n_pages; p++) {
 			uint64_t v = 0;
 			int64_t k = first_nonzero_mapped(p, &v);

@@ -166,8 +166,8 @@ def judge_file(size: int | None, data: bytes | None, read_ok: bool, pages: int, 
     details = {"size": size, "pages": pages}
     if size % PAGE or size > pages * PAGE:
         return Finding("recovered-file", Verdict.VIOLATION,
-                       f"{WORKLOAD_FILE} has size {size} after recovery: every size the workload set was a "
-                       f"whole number of pages up to {pages * PAGE}", details)
+                       f"{WORKLOAD_FILE} has size {size} after recovery, a size the workload never set "
+                       f"(it only set whole pages up to {pages * PAGE})", details)
     if not read_ok or data is None or len(data) != size:
         got = "nothing" if data is None else f"{len(data)} bytes"
         return Finding("recovered-file", Verdict.VIOLATION,
