@@ -5,13 +5,18 @@
  * Build: gcc -static -O2 -Wall -Wextra -Werror -o faultlat faultlat.c
  *
  * faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]
+ *                  [--warmup W]
  *
- *   Creates PATH with N pages (fallocate with --prealloc, else ftruncate:
- *   every first store allocates a block), fsyncs it so the setup is
- *   committed before the first sample, maps it (MAP_SHARED_VALIDATE|MAP_SYNC
- *   unless --no-map-sync; MADV_NOHUGEPAGE unless --huge, so every page takes
- *   its own fault as in the reference measurement), then times one 8-byte
- *   store to the start of each page in turn with CLOCK_MONOTONIC.
+ *   First warms the fault path up: W pages (default 8) of a scratch file set
+ *   up and mapped exactly like the measured one take their faults untimed,
+ *   so an emulator's first translation of that kernel code (milliseconds
+ *   under TCG) is not in the samples. Then creates PATH with N pages
+ *   (fallocate with --prealloc, else ftruncate: every first store allocates
+ *   a block), fsyncs it so the setup is committed before the first sample,
+ *   maps it (MAP_SHARED_VALIDATE|MAP_SYNC unless --no-map-sync;
+ *   MADV_NOHUGEPAGE unless --huge, so every page takes its own fault as in
+ *   the reference measurement), then times one 8-byte store to the start of
+ *   each page in turn with CLOCK_MONOTONIC.
  *   stdout: {"event":"mmap",...} then {"event":"done",...,"samples_ns":[...]}.
  *
  * faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]
@@ -83,7 +88,8 @@ static void usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputs("\nusage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]\n"
+	fputs("\nusage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]"
+	      " [--warmup W]\n"
 	      "       faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]\n", stderr);
 	exit(2);
 }
@@ -175,10 +181,52 @@ static int64_t clock_overhead_ns(void)
 	return best;
 }
 
+/* PATH with `size` bytes, set up as measured and committed; exits on failure. */
+static int setup_file(const char *path, size_t size, int prealloc)
+{
+	int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		die_io("open", path);
+	if (prealloc ? fallocate(fd, 0, 0, (off_t)size) < 0 : ftruncate(fd, (off_t)size) < 0)
+		die_io(prealloc ? "fallocate" : "ftruncate", path);
+	/* Commit the file's creation and size (and extents) now, so that the
+	 * first MAP_SYNC fault does not pay for the setup. */
+	if (fsync(fd) < 0)
+		die_io("fsync", path);
+	return fd;
+}
+
+/* Untimed first stores to a scratch file like the measured one. */
+static void warm_up(const char *path, uint64_t pages, int prealloc, int mflags, int huge)
+{
+	char scratch[PATH_MAX];
+	size_t size = (size_t)pages * PAGE;
+	unsigned char *map;
+	int fd;
+
+	if (!pages)
+		return;
+	if (snprintf(scratch, sizeof(scratch), "%s.warmup", path) >= (int)sizeof(scratch))
+		usage_error("--file path too long");
+	fd = setup_file(scratch, size, prealloc);
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, mflags, fd, 0);
+	if (map != MAP_FAILED) { /* a failure shows again, and is reported, below */
+		if (!huge)
+			(void)madvise(map, size, MADV_NOHUGEPAGE);
+		for (uint64_t p = 0; p < pages; p++)
+			*(volatile uint64_t *)(map + p * PAGE) = p;
+		munmap(map, size);
+	}
+	close(fd);
+	if (unlink(scratch) < 0)
+		die_io("unlink", scratch);
+}
+
 static int measure(int argc, char **argv)
 {
 	const char *path = NULL;
-	uint64_t pages = 0;
+	uint64_t pages = 0, warmup = 8;
 	int prealloc = 0, map_sync = 1, huge = 0, nohuge_ok = 0, fd, mflags;
 	long flt0, flt1;
 	int64_t overhead, *samples;
@@ -200,6 +248,8 @@ static int measure(int argc, char **argv)
 			map_sync = 0;
 		} else if (!strcmp(opt, "--huge")) {
 			huge = 1;
+		} else if (!strcmp(opt, "--warmup")) {
+			warmup = parse_u64(opt, val, "a page count"); i++;
 		} else {
 			usage_error("measure: unknown option '%s'", opt);
 		}
@@ -208,6 +258,8 @@ static int measure(int argc, char **argv)
 		usage_error("measure: --file PATH is required");
 	if (pages < 1 || pages > MAX_PAGES)
 		usage_error("--pages expects 1..%u, got %" PRIu64, MAX_PAGES, pages);
+	if (warmup > MAX_PAGES)
+		usage_error("--warmup expects 0..%u, got %" PRIu64, MAX_PAGES, warmup);
 	size = (size_t)pages * PAGE;
 	samples = calloc((size_t)pages, sizeof(*samples));
 	if (!samples) {
@@ -216,17 +268,9 @@ static int measure(int argc, char **argv)
 	}
 	setup_event_fd();
 
-	fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		die_io("open", path);
-	if (prealloc ? fallocate(fd, 0, 0, (off_t)size) < 0 : ftruncate(fd, (off_t)size) < 0)
-		die_io(prealloc ? "fallocate" : "ftruncate", path);
-	/* Commit the file's creation and size (and extents) now, so that the
-	 * first MAP_SYNC fault does not pay for the setup. */
-	if (fsync(fd) < 0)
-		die_io("fsync", path);
-
 	mflags = map_sync ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED;
+	warm_up(path, warmup, prealloc, mflags, huge);
+	fd = setup_file(path, size, prealloc);
 	map = mmap(NULL, size, PROT_READ | PROT_WRITE, mflags, fd, 0);
 	if (map == MAP_FAILED) {
 		int e = errno;
@@ -259,9 +303,10 @@ static int measure(int argc, char **argv)
 	emit_event("MARK", "measure-done");
 
 	printf("{\"event\":\"done\",\"pages\":%" PRIu64 ",\"map_sync\":%s,\"prealloc\":%s,"
-	       "\"huge\":%s,\"faults\":%ld,\"clock_overhead_ns\":%" PRId64 ",\"samples_ns\":[",
+	       "\"huge\":%s,\"warmup\":%" PRIu64 ",\"faults\":%ld,\"clock_overhead_ns\":%" PRId64
+	       ",\"samples_ns\":[",
 	       pages, map_sync ? "true" : "false", prealloc ? "true" : "false",
-	       huge || !nohuge_ok ? "true" : "false",
+	       huge || !nohuge_ok ? "true" : "false", warmup,
 	       flt0 >= 0 && flt1 >= 0 ? flt1 - flt0 : -1L, overhead);
 	for (uint64_t p = 0; p < pages; p++)
 		printf("%s%" PRId64, p ? "," : "", samples[p]);

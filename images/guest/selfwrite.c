@@ -4,7 +4,7 @@
  *
  * Build: gcc -static -O2 -Wall -Wextra -Werror -o selfwrite selfwrite.c
  *
- * selfwrite --dir DIR [--size-pages N] [--pattern NAME]...
+ * selfwrite --dir DIR [--size-pages N] [--pattern NAME]... [--inject-mismatch NAME]
  *
  * For each pattern (all of them unless --pattern names some), in DIR:
  *   1. three identical files of N pages: pages 0..N-2 hold a position-keyed
@@ -27,7 +27,9 @@
  * stdout, JSON lines: {"event":"start",...,"patterns":[...]}, then per
  * pattern {"event":"begin","pattern":P} before its write (what a hang left)
  * and {"pattern":P,"ok":bool,"bytes":n,"mismatch_at":null|offset,...}
- * after it, then {"event":"done",...}. "MARK begin-P" / "MARK end-P" on
+ * after it, then {"event":"done",...}. --inject-mismatch NAME flips one
+ * byte of the written range after that pattern's write: a stand-in for a
+ * kernel that wrote the wrong data, so the comparison's teeth can be tested. "MARK begin-P" / "MARK end-P" on
  * $PMEMLAB_EVENT_FD. Exit: 0 all ok, 1 some pattern not ok, 2 bad usage,
  * 4 file setup failed, 5 event channel write failed.
  */
@@ -65,6 +67,7 @@ struct pattern {
 static int event_fd = -1;
 static const char *dir;
 static char test_path[PATH_MAX], snap_path[PATH_MAX], seq_path[PATH_MAX];
+static const char *inject; /* --inject-mismatch: the pattern whose result is corrupted */
 
 static const char *errname(int e)
 {
@@ -94,7 +97,8 @@ static void usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputs("\nusage: selfwrite --dir DIR [--size-pages N] [--pattern NAME]...\n", stderr);
+	fputs("\nusage: selfwrite --dir DIR [--size-pages N] [--pattern NAME]... "
+	      "[--inject-mismatch NAME]\n", stderr);
 	exit(2);
 }
 
@@ -317,6 +321,13 @@ static int run_pattern(const struct pattern *pt, uint64_t pages, unsigned char *
 	snprintf(mark, sizeof(mark), "end-%s", pt->name);
 	emit_event("MARK", mark);
 	munmap(map, size);
+	if (inject && !strcmp(inject, pt->name) && n > 0) {
+		unsigned char b;
+		off_t at = (off_t)(pt->dst + (uint64_t)n / 2);
+		pread_all(fd, &b, 1, at, test_path);
+		b ^= 0x5a;
+		pwrite_all(fd, &b, 1, at, test_path);
+	}
 
 	/* The references copy what write(2) says it wrote. */
 	if (n > 0) {
@@ -374,6 +385,10 @@ int main(int argc, char **argv)
 			dir = val; i++;
 		} else if (!strcmp(opt, "--size-pages")) {
 			pages = parse_u64(opt, val, "a page count"); i++;
+		} else if (!strcmp(opt, "--inject-mismatch")) {
+			if (!val || !*val)
+				usage_error("--inject-mismatch needs a pattern name");
+			inject = val; i++;
 		} else if (!strcmp(opt, "--pattern")) {
 			if (!val || !*val)
 				usage_error("--pattern needs a name");
@@ -417,12 +432,15 @@ int main(int argc, char **argv)
 	};
 	const int n_patterns = (int)(sizeof(patterns) / sizeof(patterns[0]));
 
-	for (int s = 0; s < n_selected; s++) {
+	for (int s = 0; s <= n_selected; s++) {
+		const char *name = s < n_selected ? selected[s] : inject;
 		int found = 0;
+		if (!name)
+			continue;
 		for (int k = 0; k < n_patterns; k++)
-			found |= !strcmp(selected[s], patterns[k].name);
+			found |= !strcmp(name, patterns[k].name);
 		if (!found)
-			usage_error("unknown pattern '%s'", selected[s]);
+			usage_error("unknown pattern '%s'", name);
 	}
 	setup_event_fd();
 	snprintf(test_path, sizeof(test_path), "%s/selfwrite.dat", dir);

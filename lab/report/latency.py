@@ -75,9 +75,11 @@ class Summary:
     min_us: float
     avg_us: float
     max_us: float
+    p50_us: float | None = None  # the median: robust against an emulated machine's outliers (not published)
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"count": self.count, "min_us": self.min_us, "avg_us": self.avg_us, "max_us": self.max_us}
+    def to_dict(self) -> dict[str, float | int | None]:
+        return {"count": self.count, "min_us": self.min_us, "avg_us": self.avg_us, "max_us": self.max_us,
+                "p50_us": self.p50_us}
 
     def text(self) -> str:
         """The cover letter's line: whole microseconds."""
@@ -87,8 +89,11 @@ class Summary:
 def summarize(samples_ns: Sequence[int]) -> Summary:
     if not samples_ns:
         raise ValueError("no samples to summarize")
-    return Summary(len(samples_ns), round(min(samples_ns) / 1000, 3),
-                   round(sum(samples_ns) / len(samples_ns) / 1000, 3), round(max(samples_ns) / 1000, 3))
+    ordered = sorted(samples_ns)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return Summary(len(ordered), round(ordered[0] / 1000, 3), round(sum(ordered) / len(ordered) / 1000, 3),
+                   round(ordered[-1] / 1000, 3), round(median / 1000, 3))
 
 
 # -- cells -----------------------------------------------------------------------------------
@@ -218,10 +223,18 @@ class Ratio:
     plain_avg_us: float
     sync_avg_us: float
     published: float | None
+    plain_p50_us: float | None = None
+    sync_p50_us: float | None = None
 
     @property
     def ratio(self) -> float:
         return round(self.sync_avg_us / self.plain_avg_us, 2) if self.plain_avg_us > 0 else float("inf")
+
+    @property
+    def p50_ratio(self) -> float | None:
+        if not self.plain_p50_us or self.sync_p50_us is None:
+            return None
+        return round(self.sync_p50_us / self.plain_p50_us, 2)
 
     @property
     def extra_us(self) -> float:
@@ -241,13 +254,13 @@ def ratios(cells: Iterable[Cell]) -> list[Ratio]:
         sync = by_key[key].summary
         assert sync is not None
         out.append(Ratio(key.fs, key.prealloc, key.background, plain.summary.avg_us, sync.avg_us,
-                         published_ratio(key.prealloc, key.background)))
+                         published_ratio(key.prealloc, key.background), plain.summary.p50_us, sync.p50_us))
     return out
 
 
 # -- text ------------------------------------------------------------------------------------
 
-TABLE_COLUMNS = ["fs", "file", "background", "MAP_SYNC", "samples", "min us", "avg us", "max us",
+TABLE_COLUMNS = ["fs", "file", "background", "MAP_SYNC", "samples", "min us", "avg us", "max us", "median us",
                  "published min/avg/max", "histogram (us: count)"]
 
 
@@ -268,10 +281,11 @@ def table_rows(cells: Iterable[Cell]) -> list[list[str]]:
         head = [key.fs, "preallocated" if key.prealloc else "empty", "copy" if key.background else "none",
                 "on" if key.map_sync else "off"]
         if cell.summary is None:
-            rows.append(head + ["0", "-", "-", "-", pub_text, "not measured: " + ", ".join(cell.verdicts)])
+            rows.append(head + ["0", "-", "-", "-", "-", pub_text, "not measured: " + ", ".join(cell.verdicts)])
             continue
         s = cell.summary
-        rows.append(head + [str(s.count), _num(s.min_us), _num(s.avg_us), _num(s.max_us), pub_text,
+        rows.append(head + [str(s.count), _num(s.min_us), _num(s.avg_us), _num(s.max_us),
+                            _num(s.p50_us) if s.p50_us is not None else "-", pub_text,
                             compact_histogram(cell.buckets)])
     return rows
 
@@ -279,16 +293,20 @@ def table_rows(cells: Iterable[Cell]) -> list[list[str]]:
 def ratio_rows(items: Iterable[Ratio]) -> list[list[str]]:
     return [[r.fs, "preallocated" if r.prealloc else "empty", "copy" if r.background else "none",
              _num(r.plain_avg_us), _num(r.sync_avg_us), f"{r.ratio:.2f}", _num(r.extra_us),
+             f"{r.p50_ratio:.2f}" if r.p50_ratio is not None else "-",
              f"{r.published:.2f}" if r.published is not None else "-"] for r in items]
 
 
 RATIO_COLUMNS = ["fs", "file", "background", "plain avg us", "MAP_SYNC avg us", "ratio", "extra us",
-                 "published ratio"]
+                 "median ratio", "published ratio"]
 
 
 def _text_table(columns: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
-    line = lambda cells: "  ".join(v.ljust(w) for v, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(cells, widths)).rstrip()
+
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

@@ -62,7 +62,8 @@ def test_bucket_text_is_the_cover_letters() -> None:
 
 def test_summary() -> None:
     s = latency.summarize([9_000, 10_000, 11_000, 46_000])
-    assert (s.count, s.min_us, s.avg_us, s.max_us) == (4, 9.0, 19.0, 46.0)
+    assert (s.count, s.min_us, s.avg_us, s.max_us, s.p50_us) == (4, 9.0, 19.0, 46.0, 10.5)
+    assert latency.summarize([3_000, 1_000, 2_000]).p50_us == 2.0
     assert s.text() == "min=9 avg=19 max=46"
     with pytest.raises(ValueError):
         latency.summarize([])
@@ -131,6 +132,7 @@ def test_ratios_pair_map_sync_with_plain() -> None:
     assert (ratio.fs, ratio.prealloc, ratio.background) == ("ext4", False, False)
     assert ratio.ratio == round(122.5 / 22, 2) and ratio.published == 5.64
     assert ratio.extra_us == 100.5
+    assert ratio.p50_ratio == round(125 / 22, 2)
 
 
 def test_render_text_has_table_ratios_and_blocks() -> None:
@@ -218,7 +220,7 @@ def test_judge_measurement_pass_and_metrics() -> None:
     findings, metrics = judge_measurement(_outcome(_done([9_500, 10_100, 12_000, 47_000])), params,
                                           Filesystem.EXT4)
     assert [f.verdict for f in findings] == [Verdict.PASS]
-    assert metrics["summary"] == {"count": 4, "min_us": 9.5, "avg_us": 19.65, "max_us": 47.0}
+    assert metrics["summary"] == {"count": 4, "min_us": 9.5, "avg_us": 19.65, "max_us": 47.0, "p50_us": 11.05}
     assert metrics["histogram_text"] == ["8 - 15 us: 3", "32 - 63 us: 1"]
     assert sum(b["count"] for b in metrics["histogram"]) == 4
     assert metrics["cell"] == {"fs": "ext4", "prealloc": False, "map_sync": True, "background_copy": False,
