@@ -135,6 +135,30 @@ class PowerCutFlow:
     def workload_and_cut(self) -> PreCut:
         run, plan = self.run, self.plan
         media = run.fresh_media()
+        ok = False
+        try:
+            pre = self._run_and_cut(media)
+            ok = True
+        finally:
+            # The capture is the evidence; the live file (real data up to the NVDIMM's size) is not
+            # needed. After a failure it stays only where captures are kept, for a look at it.
+            if ok or not plan.keep_capture:
+                media.unlink(missing_ok=True)
+        cut, captures = pre.cut, pre.captures
+        self._save_output(pre.stdout, pre.stderr)
+        self.metrics["cut"] = {
+            "trigger": plan.trigger.to_dict(), "trigger_text": plan.trigger.describe(),
+            "durable": len(cut.durable), "last_durable": cut.durable[-1] if cut.durable else None,
+            "acked_after_freeze": cut.acked_after_freeze, "freeze_latency_s": cut.freeze_latency_s,
+            "finished_first": pre.finished_first,
+            "captures": [{"path": str(c.path), "method": c.method, "seconds": round(c.seconds, 4),
+                          "data_bytes": c.data_bytes, "size": c.size} for c in captures],
+        }
+        self.pre = pre
+        return pre
+
+    def _run_and_cut(self, media: Path) -> PreCut:
+        run, plan = self.run, self.plan
         with run.machine("workload", [media]) as machine:
             with run.phase("boot"):
                 machine.wait_ready(ready_timeout(run.accel.accel))
@@ -150,6 +174,7 @@ class PowerCutFlow:
                 finished = handle.wait(timeout=30)
                 if not finished.ok:
                     self._save_events(machine)
+                    self._save_output(finished.stdout, finished.stderr)
                     tail = finished.err_text.strip()[-2000:]
                     raise GuestError(f"the workload {argv[0]} failed before the crash point "
                                      f"({plan.trigger.describe()}): it {finished.describe()}"
@@ -166,19 +191,6 @@ class PowerCutFlow:
             with run.phase("destroy"):
                 machine.destroy()
             pre = PreCut(cut, issued, mnt, stdout, stderr, events, finished is not None, finished, captures)
-        media.unlink(missing_ok=True)  # the capture is the evidence; the live file is not needed
-        (run.run_dir / "workload.stdout").write_bytes(stdout)
-        if stderr:
-            (run.run_dir / "workload.stderr").write_bytes(stderr)
-        self.metrics["cut"] = {
-            "trigger": plan.trigger.to_dict(), "trigger_text": plan.trigger.describe(),
-            "durable": len(cut.durable), "last_durable": cut.durable[-1] if cut.durable else None,
-            "acked_after_freeze": cut.acked_after_freeze, "freeze_latency_s": cut.freeze_latency_s,
-            "finished_first": finished is not None,
-            "captures": [{"path": str(c.path), "method": c.method, "seconds": round(c.seconds, 4),
-                          "data_bytes": c.data_bytes, "size": c.size} for c in captures],
-        }
-        self.pre = pre
         return pre
 
     def _wait_for_trigger(self, machine: Machine, handle: RunHandle) -> float | None:
@@ -205,6 +217,11 @@ class PowerCutFlow:
         while time.monotonic() < until and not handle.done:
             time.sleep(min(0.005, max(0.0, until - time.monotonic())))
         return time.monotonic()
+
+    def _save_output(self, stdout: bytes, stderr: bytes) -> None:
+        (self.run.run_dir / "workload.stdout").write_bytes(stdout)
+        if stderr:
+            (self.run.run_dir / "workload.stderr").write_bytes(stderr)
 
     def _save_events(self, machine: Machine) -> None:
         lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]

@@ -47,3 +47,17 @@ def test_without_map_sync_acknowledged_records_are_lost(image: Image, accel: Acc
     assert persistence.verdict is Verdict.VIOLATION and persistence.details["lost"]
     stale = next(f for f in result.findings if f.oracle == "stale-data")
     assert stale.verdict is Verdict.PASS, "the lost conversions read back as zeros, never as the old data"
+
+
+def test_workload_failing_before_the_cut_is_infra_error(image: Image, accel: AccelVerdict, run_dir: Path) -> None:
+    """dax=never: MAP_SYNC is refused (EOPNOTSUPP), the helper exits before any ACK; the shared flow
+    reports the lab's failure (never a pass), keeps the helper's output and leaves no media behind."""
+    check = uw.KIND.make_check(CheckSpec(Filesystem.EXT4, DaxMode.NEVER, uw.UnwrittenParams(blocks=BLOCKS, fill_mib=0),
+                                         CrashPoint(after_ack=CUT), MachineShape(), seed=1))
+    result = uw.KIND.run(check, image, accel, run_dir, RunHooks())
+    assert result.verdict is Verdict.INFRA_ERROR and result.status == "failed", result.to_dict()
+    assert result.error is not None and "failed before the crash point" in result.error
+    assert "EOPNOTSUPP" in result.error
+    assert '"errno":"EOPNOTSUPP"' in (run_dir / "workload.stdout").read_text()
+    assert not (run_dir / "nvdimm0.img").exists() and not (run_dir / "capture").exists()
+    assert "recovery" not in result.metrics
