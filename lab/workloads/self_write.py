@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,49 @@ def judge(outcome: CommandResult, timeout: float, dax: DaxMode) -> tuple[list[Fi
     return findings, metrics
 
 
+# -- the campaign page's section ---------------------------------------------------------------
+
+def _cell_name(result: dict[str, Any]) -> str:
+    check = result.get("check") or {}
+    return f"{check.get('fs')} dax={check.get('dax')}"
+
+
+def _pattern_text(line: dict[str, Any]) -> str:
+    if line.get("ok"):
+        return f"ok ({line.get('matches')}, {float(line.get('write_us') or 0):.0f} us)"
+    if line.get("errno"):
+        return f"FAILED: {line['errno']}"
+    if line.get("bytes") != line.get("expected_bytes"):
+        return f"SHORT: {line.get('bytes')} of {line.get('expected_bytes')} bytes"
+    return f"MISMATCH at {line.get('mismatch_at')}"
+
+
+def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
+    """One table: a row per pattern, a column per cell (fs, dax), how each write came out."""
+    del out_dir  # nothing to write beside the page
+    results = [r for r in ((c.get("latest_attempt") or {}).get("result") for c in cases) if isinstance(r, dict)]
+    cells = sorted({_cell_name(r) for r in results})
+    table: dict[str, dict[str, str]] = {}
+    for result in results:
+        metrics = result.get("metrics") or {}
+        for line in metrics.get("patterns") or []:
+            table.setdefault(str(line.get("pattern")), {})[_cell_name(result)] = _pattern_text(line)
+        done = {str(d.get("pattern")) for d in metrics.get("patterns") or []}
+        for name in metrics.get("expected_patterns") or []:
+            if name not in done:
+                table.setdefault(str(name), {})[_cell_name(result)] = f"not finished ({result.get('verdict')})"
+    intro = ("write(2) from a fresh MAP_SHARED mapping of the file being written, source pages not faulted in "
+             "(unless the pattern says warm); each result compared with the same copy through a separate buffer "
+             "(snapshot), or for a forward overlap an in-order copy.")
+    if not table:
+        return f"<h2>write from own mapping</h2><p>{escape(intro)}</p><p>No pattern results.</p>"
+    head = "".join(f"<th>{escape(c)}</th>" for c in ["pattern", *cells])
+    rows = "".join("<tr><td>" + escape(name) + "</td>" + "".join(
+        f"<td>{escape(table[name].get(cell, '-'))}</td>" for cell in cells) + "</tr>" for name in table)
+    return (f"<h2>write from own mapping</h2><p>{escape(intro)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+
+
 # -- running ---------------------------------------------------------------------------------
 
 def run(check: SelfWriteCheck, image: Image, accel: AccelVerdict, run_dir: Path,
@@ -215,4 +259,5 @@ KIND = WorkloadKind(
     make_check=make_check,
     check_from_dict=check_from_dict,
     run=run,
+    render_html=render_html,
 )

@@ -20,7 +20,7 @@ from lab.verdict import Verdict, combine
 from lab.vm.boot import MachineShape
 from lab.workloads import catalog
 from lab.workloads.base import CheckSpec
-from lab.workloads.self_write import KIND, SelfWriteCheck, SelfWriteParams, check_from_dict, judge
+from lab.workloads.self_write import KIND, SelfWriteCheck, SelfWriteParams, check_from_dict, judge, render_html
 
 PATTERNS = ["same-range", "whole-page-self", "overlap-forward"]
 
@@ -109,11 +109,27 @@ def test_a_cell_that_is_not_what_it_names_is_infra_error() -> None:
     assert [f.verdict for f in findings] == [Verdict.PASS] and "page cache" in findings[0].summary
 
 
+def test_render_html_tabulates_patterns_by_cell(tmp_path: Path) -> None:
+    def case(fs: str, dax: str, lines: list[dict[str, Any]], expected: list[str], verdict: str) -> dict[str, Any]:
+        result = {"kind": "write-from-own-mapping", "verdict": verdict, "check": {"fs": fs, "dax": dax},
+                  "metrics": {"patterns": lines, "expected_patterns": expected}}
+        return {"case": {}, "verdict": verdict, "latest_attempt": {"result": result}}
+
+    bad = _line("overlap-forward", ok=False, matches=None, mismatch_at=5000)
+    html = render_html([case("ext4", "always", ALL_OK, PATTERNS, "PASS"),
+                        case("xfs<i>", "never", [ALL_OK[0], bad], PATTERNS, "HANG")], tmp_path)
+    assert "<th>ext4 dax=always</th>" in html and "xfs&lt;i&gt; dax=never" in html
+    assert "ok (snapshot, 12 us)" in html and "MISMATCH at 5000" in html
+    assert "not finished (HANG)" in html  # whole-page-self never reported in the xfs cell
+    assert "No pattern results" in render_html([], tmp_path)
+
+
 # -- the check ---------------------------------------------------------------------------------
 
 def test_kind_is_in_the_catalog() -> None:
     kind = catalog.get_kind("write-from-own-mapping")
     assert kind is KIND and not kind.uses_crash and kind.params is SelfWriteParams
+    assert kind.render_html is render_html
 
 
 def test_params() -> None:
