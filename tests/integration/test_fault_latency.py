@@ -22,6 +22,9 @@ from lab.workloads.base import CheckSpec, RunHooks, WorkloadResult
 from lab.workloads.fault_latency import KIND, FaultLatencyParams
 
 PAGES = 64
+# The default shape (2 vCPUs), not the scenario's 1: under TCG the idle second vCPU makes every MAP_SYNC
+# commit cost milliseconds, which keeps the average comparison far from the emulator's outliers (one 10 ms
+# hiccup in 64 plain samples adds 160 us to their average; 1 vCPU MAP_SYNC averages only ~230 us).
 
 
 def _run(params: FaultLatencyParams, image: Image, accel: AccelVerdict, run_dir: Path) -> WorkloadResult:
