@@ -126,6 +126,7 @@ def _kind_sections(cases: list[dict[str, Any]], page_dir: Path) -> str:
 
 def write_html(path: str | Path, campaign: dict[str, Any], cases: list[dict[str, Any]]) -> Path:
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     summary = summarize(str(campaign.get("id")), cases)
     ordered = sorted(cases, key=lambda c: int(c.get("position") or 0))
     title = f"pmemlab campaign {campaign.get('id')}: {campaign.get('scenario_name')}"

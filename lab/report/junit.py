@@ -98,5 +98,6 @@ def write_junit(path: str | Path, campaign: dict[str, Any], cases: list[dict[str
         element.set("time", f"{total_time:.3f}")
     ET.indent(root)
     out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
     return out
