@@ -39,6 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PMEMLAB_PROG "pmemlab-agent"
+#include "pmemlab.h"
+
 #define AGENT_PORT "pmemlab.agent"
 #define EVENTS_PORT "pmemlab.events"
 #define VERSION_STRING "pmemlab-agent 1"
@@ -79,13 +82,6 @@ static unsigned char inbuf[HDR_LEN + MAX_PAYLOAD];
 static size_t inbuf_len;
 
 static int64_t hup_until_ns; /* agent fd is left alone until then */
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void put_u32(unsigned char *p, uint32_t v)
 {

@@ -36,7 +36,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,116 +45,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MAP_SHARED_VALIDATE
-#define MAP_SHARED_VALIDATE 0x03
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
+#define PMEMLAB_PROG "faultlat"
+#define PMEMLAB_USAGE "usage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]" \
+	" [--warmup W]\n" \
+	"       faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]\n"
+#include "pmemlab.h"
 
 #define PAGE 4096u
 #define CHUNK (1u << 20)
 #define MAX_PAGES (1u << 20)
 #define MAX_MIB 1024u
-
-static int event_fd = -1;
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n = strerrorname_np(e);
-
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("faultlat: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]"
-	      " [--warmup W]\n"
-	      "       faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]\n", stderr);
-	exit(2);
-}
-
-static void die_io(const char *what, const char *path) __attribute__((noreturn));
-static void die_io(const char *what, const char *path)
-{
-	int e = errno;
-
-	fprintf(stderr, "faultlat: %s %s: %s (%s)\n", what, path, errname(e), strerror(e));
-	exit(4);
-}
-
-static uint64_t parse_u64(const char *opt, const char *val, const char *expect)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!val)
-		usage_error("%s needs a value: %s", opt, expect);
-	if (*val < '0' || *val > '9')
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	errno = 0;
-	v = strtoull(val, &end, 10);
-	if (errno || *end)
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	return (uint64_t)v;
-}
-
-/* One event line, one write(), so lines from many writers stay whole. */
-static void emit_event(const char *kind, const char *arg)
-{
-	char line[256];
-	int n;
-
-	if (event_fd < 0)
-		return;
-	n = snprintf(line, sizeof(line), "%s %s %lld\n", kind, arg, (long long)mono_ns());
-	for (;;) {
-		ssize_t w = write(event_fd, line, (size_t)n);
-		if (w == n)
-			return;
-		if (w < 0 && errno == EINTR)
-			continue;
-		fprintf(stderr, "faultlat: write event to fd %d: %s\n", event_fd,
-			w < 0 ? errname(errno) : "short write");
-		exit(5);
-	}
-}
-
-static void setup_event_fd(void)
-{
-	const char *env = getenv("PMEMLAB_EVENT_FD");
-	char *end;
-	long v;
-
-	if (!env || !*env)
-		return; /* run by hand: no events, not an error */
-	errno = 0;
-	v = strtol(env, &end, 10);
-	if (errno || *end || v < 0 || v > INT_MAX) {
-		fprintf(stderr, "faultlat: PMEMLAB_EVENT_FD=%s is not an fd number\n", env);
-		exit(2);
-	}
-	event_fd = (int)v;
-}
 
 /* Page faults so far. Both kinds count: a DAX fault that allocates a block
  * reports itself as major, one finished by MAP_SYNC's sync path as minor. */
@@ -187,13 +86,13 @@ static int setup_file(const char *path, size_t size, int prealloc)
 	int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
 
 	if (fd < 0)
-		die_io("open", path);
+		fail(4, "open", path);
 	if (prealloc ? fallocate(fd, 0, 0, (off_t)size) < 0 : ftruncate(fd, (off_t)size) < 0)
-		die_io(prealloc ? "fallocate" : "ftruncate", path);
+		fail(4, prealloc ? "fallocate" : "ftruncate", path);
 	/* Commit the file's creation and size (and extents) now, so that the
 	 * first MAP_SYNC fault does not pay for the setup. */
 	if (fsync(fd) < 0)
-		die_io("fsync", path);
+		fail(4, "fsync", path);
 	return fd;
 }
 
@@ -220,7 +119,7 @@ static void warm_up(const char *path, uint64_t pages, int prealloc, int mflags, 
 	}
 	close(fd);
 	if (unlink(scratch) < 0)
-		die_io("unlink", scratch);
+		fail(4, "unlink", scratch);
 }
 
 static int measure(int argc, char **argv)
@@ -237,9 +136,7 @@ static int measure(int argc, char **argv)
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(opt, "--file")) {
-			if (!val || !*val)
-				usage_error("--file needs a path");
-			path = val; i++;
+			path = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--pages")) {
 			pages = parse_u64(opt, val, "a page count"); i++;
 		} else if (!strcmp(opt, "--prealloc")) {
@@ -275,9 +172,7 @@ static int measure(int argc, char **argv)
 	if (map == MAP_FAILED) {
 		int e = errno;
 		fprintf(stderr, "faultlat: mmap: %s (%s)\n", errname(e), strerror(e));
-		printf("{\"event\":\"mmap\",\"ok\":false,\"errno\":\"%s\",\"map_sync\":%s}\n",
-		       errname(e), map_sync ? "true" : "false");
-		fflush(stdout);
+		json_mmap_failed(e, map_sync);
 		return 3;
 	}
 	if (!huge)
@@ -327,7 +222,7 @@ static void write_all(int fd, const unsigned char *buf, size_t n, const char *pa
 		if (w <= 0) {
 			if (w == 0)
 				errno = EIO;
-			die_io("write", path);
+			fail(4, "write", path);
 		}
 		buf += w;
 		n -= (size_t)w;
@@ -345,13 +240,9 @@ static int copy(int argc, char **argv)
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(opt, "--src")) {
-			if (!val || !*val)
-				usage_error("--src needs a path");
-			src = val; i++;
+			src = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--dst")) {
-			if (!val || !*val)
-				usage_error("--dst needs a path");
-			dst = val; i++;
+			dst = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--mib")) {
 			mib = parse_u64(opt, val, "a size in MiB"); i++;
 		} else if (!strcmp(opt, "--rounds")) {
@@ -373,14 +264,14 @@ static int copy(int argc, char **argv)
 
 	fd = open(src, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
-		die_io("open", src);
+		fail(4, "open", src);
 	for (uint64_t c = 0; c < mib; c++) {
 		for (size_t j = 0; j < CHUNK; j++)
 			buf[j] = (unsigned char)((c * 131 + j * 7 + (j >> 12)) & 0xff);
 		write_all(fd, buf, CHUNK, src);
 	}
 	if (fsync(fd) < 0)
-		die_io("fsync", src);
+		fail(4, "fsync", src);
 	close(fd);
 
 	for (uint64_t r = 1; rounds == 0 || r <= rounds; r++) {
@@ -390,15 +281,15 @@ static int copy(int argc, char **argv)
 		int out = open(dst, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
 
 		if (in < 0)
-			die_io("open", src);
+			fail(4, "open", src);
 		if (out < 0)
-			die_io("open", dst);
+			fail(4, "open", dst);
 		for (;;) {
 			ssize_t n = read(in, buf, CHUNK);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0)
-				die_io("read", src);
+				fail(4, "read", src);
 			if (n == 0)
 				break;
 			write_all(out, buf, (size_t)n, dst);

@@ -49,15 +49,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifndef MAP_SHARED_VALIDATE
-#define MAP_SHARED_VALIDATE 0x03
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
-#ifndef STATX_ATTR_DAX
-#define STATX_ATTR_DAX 0x00200000
-#endif
+#define PMEMLAB_PROG "mmapcontract"
+#include "pmemlab.h"
+
 #ifndef FS_XFLAG_DAX
 #define FS_XFLAG_DAX 0x00008000
 #endif
@@ -88,20 +82,6 @@ static const struct probe probes[] = {
 	{ "xflag-dax-sync", MAP_SHARED_VALIDATE | MAP_SYNC, "MAP_SHARED_VALIDATE|MAP_SYNC", FILE_XFLAG_DAX },
 };
 #define N_PROBES (sizeof(probes) / sizeof(probes[0]))
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n;
-
-	if (e == EOPNOTSUPP)
-		return "EOPNOTSUPP"; /* == ENOTSUP on Linux; one spelling */
-	n = strerrorname_np(e);
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
 
 static void usage_error(const char *msg, const char *arg)
 {

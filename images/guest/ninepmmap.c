@@ -31,21 +31,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define PMEMLAB_PROG "ninepmmap"
+#include "pmemlab.h"
+
 #define MAX_SIZE (1u << 20)
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n;
-
-	if (e == EOPNOTSUPP)
-		return "EOPNOTSUPP";
-	n = strerrorname_np(e);
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
 
 static void usage_error(const char *msg, const char *arg)
 {
@@ -75,25 +64,6 @@ static unsigned char pattern(unsigned long seed, unsigned long j)
 	return (unsigned char)((seed * 131 + j * 7 + (j >> 8)) & 0xff);
 }
 
-static uint64_t fnv1a64(const unsigned char *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (size_t k = 0; k < n; k++) {
-		h ^= p[k];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-static void fail(const char *what, const char *path)
-{
-	int e = errno;
-
-	fprintf(stderr, "ninepmmap: %s %s: %s (%s)\n", what, path, errname(e), strerror(e));
-	exit(1);
-}
-
 static int do_write(const char *path, size_t size, unsigned long seed)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644), msync_err = 0;
@@ -101,9 +71,9 @@ static int do_write(const char *path, size_t size, unsigned long seed)
 	uint64_t fnv;
 
 	if (fd < 0)
-		fail("open", path);
+		fail(1, "open", path);
 	if (ftruncate(fd, (off_t)size) < 0)
-		fail("ftruncate", path);
+		fail(1, "ftruncate", path);
 	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED) {
 		printf("{\"op\":\"write\",\"size\":%zu,\"seed\":%lu,\"mmap_errno\":\"%s\",\"msync_errno\":null,"
@@ -134,9 +104,9 @@ static int do_read(const char *path, size_t size, int rw)
 	struct stat st;
 
 	if (fd < 0)
-		fail("open", path);
+		fail(1, "open", path);
 	if (fstat(fd, &st) < 0)
-		fail("fstat", path);
+		fail(1, "fstat", path);
 	if ((size_t)st.st_size < size)
 		size = (size_t)st.st_size; /* never touch past EOF (SIGBUS) */
 	if (size == 0) {
@@ -154,7 +124,7 @@ static int do_read(const char *path, size_t size, int rw)
 	}
 	copy = malloc(size);
 	if (!copy)
-		fail("malloc", path);
+		fail(1, "malloc", path);
 	memcpy(copy, map, size);
 	munmap(map, size);
 	close(fd);

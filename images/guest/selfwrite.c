@@ -38,7 +38,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,9 +47,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef STATX_ATTR_DAX
-#define STATX_ATTR_DAX 0x00200000
-#endif
+#define PMEMLAB_PROG "selfwrite"
+#define PMEMLAB_USAGE "usage: selfwrite --dir DIR [--size-pages N] [--pattern NAME]... " \
+	"[--inject-mismatch NAME]\n"
+#include "pmemlab.h"
 
 #define PAGE 4096u
 #define MIN_PAGES 4u
@@ -64,105 +64,9 @@ struct pattern {
 	int warm;               /* touch the source pages before write(2) */
 };
 
-static int event_fd = -1;
 static const char *dir;
 static char test_path[PATH_MAX], snap_path[PATH_MAX], seq_path[PATH_MAX];
 static const char *inject; /* --inject-mismatch: the pattern whose result is corrupted */
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n = strerrorname_np(e);
-
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("selfwrite: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: selfwrite --dir DIR [--size-pages N] [--pattern NAME]... "
-	      "[--inject-mismatch NAME]\n", stderr);
-	exit(2);
-}
-
-static void die_io(const char *what, const char *path) __attribute__((noreturn));
-static void die_io(const char *what, const char *path)
-{
-	int e = errno;
-
-	fprintf(stderr, "selfwrite: %s %s: %s (%s)\n", what, path, errname(e), strerror(e));
-	exit(4);
-}
-
-static uint64_t parse_u64(const char *opt, const char *val, const char *expect)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!val)
-		usage_error("%s needs a value: %s", opt, expect);
-	if (*val < '0' || *val > '9')
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	errno = 0;
-	v = strtoull(val, &end, 10);
-	if (errno || *end)
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	return (uint64_t)v;
-}
-
-static void emit_event(const char *kind, const char *arg)
-{
-	char line[256];
-	int n;
-
-	if (event_fd < 0)
-		return;
-	n = snprintf(line, sizeof(line), "%s %s %lld\n", kind, arg, (long long)mono_ns());
-	for (;;) {
-		ssize_t w = write(event_fd, line, (size_t)n);
-		if (w == n)
-			return;
-		if (w < 0 && errno == EINTR)
-			continue;
-		fprintf(stderr, "selfwrite: write event to fd %d: %s\n", event_fd,
-			w < 0 ? errname(errno) : "short write");
-		exit(5);
-	}
-}
-
-static void setup_event_fd(void)
-{
-	const char *env = getenv("PMEMLAB_EVENT_FD");
-	char *end;
-	long v;
-
-	if (!env || !*env)
-		return;
-	errno = 0;
-	v = strtol(env, &end, 10);
-	if (errno || *end || v < 0 || v > INT_MAX) {
-		fprintf(stderr, "selfwrite: PMEMLAB_EVENT_FD=%s is not an fd number\n", env);
-		exit(2);
-	}
-	event_fd = (int)v;
-}
 
 /* Byte j of data page p: position-keyed, so a byte copied from the wrong
  * place (or a stale one) shows up as a mismatch. */
@@ -180,7 +84,7 @@ static void pwrite_all(int fd, const unsigned char *buf, size_t n, off_t off, co
 		if (w <= 0) {
 			if (w == 0)
 				errno = EIO;
-			die_io("pwrite", path);
+			fail(4, "pwrite", path);
 		}
 		buf += w;
 		off += w;
@@ -195,7 +99,7 @@ static void pread_all(int fd, unsigned char *buf, size_t n, off_t off, const cha
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			die_io("pread", path);
+			fail(4, "pread", path);
 		if (r == 0) { /* past EOF: zeros, like the hole it is */
 			memset(buf, 0, n);
 			return;
@@ -214,16 +118,16 @@ static int make_file(const char *path, uint64_t pages, unsigned char *page_buf, 
 	unlink(path);
 	fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
-		die_io("open", path);
+		fail(4, "open", path);
 	for (uint64_t p = 0; p + 1 < pages; p++) {
 		for (uint64_t j = 0; j < PAGE; j++)
 			page_buf[j] = pattern_byte(p, j);
 		pwrite_all(fd, page_buf, PAGE, (off_t)(p * PAGE), path);
 	}
 	if (ftruncate(fd, (off_t)(pages * PAGE)) < 0)
-		die_io("ftruncate", path);
+		fail(4, "ftruncate", path);
 	if (fsync(fd) < 0)
-		die_io("fsync", path);
+		fail(4, "fsync", path);
 	if (drop_cache)
 		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 	return fd;
@@ -248,9 +152,9 @@ static int64_t first_difference(int a, const char *a_path, int b, const char *b_
 	uint64_t common;
 
 	if (fstat(a, &sa) < 0)
-		die_io("fstat", a_path);
+		fail(4, "fstat", a_path);
 	if (fstat(b, &sb) < 0)
-		die_io("fstat", b_path);
+		fail(4, "fstat", b_path);
 	common = (uint64_t)(sa.st_size < sb.st_size ? sa.st_size : sb.st_size);
 	if (common > cap)
 		common = cap;
@@ -301,7 +205,7 @@ static int run_pattern(const struct pattern *pt, uint64_t pages, unsigned char *
 
 	map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
-		die_io("mmap", test_path);
+		fail(4, "mmap", test_path);
 	if (pt->warm)
 		for (uint64_t a = pt->src & ~(uint64_t)(PAGE - 1); a < pt->src + pt->len; a += PAGE)
 			sink ^= map[a];
@@ -312,7 +216,7 @@ static int run_pattern(const struct pattern *pt, uint64_t pages, unsigned char *
 	snprintf(mark, sizeof(mark), "begin-%s", pt->name);
 	emit_event("MARK", mark);
 	if (lseek(fd, (off_t)pt->dst, SEEK_SET) < 0)
-		die_io("lseek", test_path);
+		fail(4, "lseek", test_path);
 	t0 = mono_ns();
 	n = write(fd, map + pt->src, (size_t)pt->len);
 	t1 = mono_ns();
@@ -380,21 +284,16 @@ int main(int argc, char **argv)
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(opt, "--dir")) {
-			if (!val || !*val)
-				usage_error("--dir needs a path");
-			dir = val; i++;
+			dir = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--size-pages")) {
 			pages = parse_u64(opt, val, "a page count"); i++;
 		} else if (!strcmp(opt, "--inject-mismatch")) {
-			if (!val || !*val)
-				usage_error("--inject-mismatch needs a pattern name");
-			inject = val; i++;
+			inject = parse_str(opt, val, "a pattern name"); i++;
 		} else if (!strcmp(opt, "--pattern")) {
-			if (!val || !*val)
-				usage_error("--pattern needs a name");
+			const char *name = parse_str(opt, val, "a name");
 			if (n_selected == MAX_SELECTED)
 				usage_error("at most %d --pattern options", MAX_SELECTED);
-			selected[n_selected++] = val; i++;
+			selected[n_selected++] = name; i++;
 		} else {
 			usage_error("unknown option '%s'", opt);
 		}

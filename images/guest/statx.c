@@ -16,35 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#ifndef STATX_ATTR_DAX
-#define STATX_ATTR_DAX 0x00200000
-#endif
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n = strerrorname_np(e);
-
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-/* A path is bytes; escape what JSON cannot carry raw. */
-static void json_string(const char *s)
-{
-	putchar('"');
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			printf("\\u%04x", *p);
-		else
-			putchar(*p);
-	}
-	putchar('"');
-}
+#define PMEMLAB_PROG "pmemlab-statx"
+#include "pmemlab.h"
 
 int main(int argc, char **argv)
 {

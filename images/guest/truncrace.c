@@ -51,7 +51,6 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -61,6 +60,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define PMEMLAB_PROG "truncrace"
+#define PMEMLAB_USAGE "usage: truncrace --file PATH [--pages N] [--threads T] [--seconds S] " \
+	"[--progress-ms M] [--seed X] [--inject-stale]\n"
+#include "pmemlab.h"
+
 #define PAGE 4096u
 #define WORDS (PAGE / 8u)
 #define MAX_THREADS 64
@@ -68,8 +72,6 @@
 #define STALE_REPORTS 16
 #define HOLD_US 300 /* longest a truncated state is held before re-extension */
 #define RUN_US 1500 /* longest the writers run on the full-size file */
-
-static int event_fd = -1;
 
 static atomic_int stop_flag;
 static atomic_int pause_req;
@@ -85,55 +87,6 @@ static __thread volatile sig_atomic_t fault_armed;
 
 static unsigned char *map;
 static uint64_t n_pages;
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n = strerrorname_np(e);
-
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("truncrace: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: truncrace --file PATH [--pages N] [--threads T] [--seconds S] "
-	      "[--progress-ms M] [--seed X] [--inject-stale]\n", stderr);
-	exit(2);
-}
-
-static uint64_t parse_u64(const char *opt, const char *val, const char *expect)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!val)
-		usage_error("%s needs a value: %s", opt, expect);
-	if (*val < '0' || *val > '9')
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	errno = 0;
-	v = strtoull(val, &end, 10);
-	if (errno || *end)
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	return (uint64_t)v;
-}
 
 static double parse_seconds(const char *opt, const char *val)
 {
@@ -159,52 +112,6 @@ static uint64_t rng_next(uint64_t *s)
 	x ^= x >> 27;
 	*s = x;
 	return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void sleep_us(uint64_t us)
-{
-	struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* One event line, one write(), so lines from many writers stay whole. */
-static void emit_event(const char *kind, const char *arg)
-{
-	char line[256];
-	int n;
-
-	if (event_fd < 0)
-		return;
-	n = snprintf(line, sizeof(line), "%s %s %lld\n", kind, arg, (long long)mono_ns());
-	for (;;) {
-		ssize_t w = write(event_fd, line, (size_t)n);
-		if (w == n)
-			return;
-		if (w < 0 && errno == EINTR)
-			continue;
-		fprintf(stderr, "truncrace: write event to fd %d: %s\n", event_fd,
-			w < 0 ? errname(errno) : "short write");
-		exit(5);
-	}
-}
-
-static void setup_event_fd(void)
-{
-	const char *env = getenv("PMEMLAB_EVENT_FD");
-	char *end;
-	long v;
-
-	if (!env || !*env)
-		return; /* run by hand: no events, not an error */
-	errno = 0;
-	v = strtol(env, &end, 10);
-	if (errno || *end || v < 0 || v > INT_MAX) {
-		fprintf(stderr, "truncrace: PMEMLAB_EVENT_FD=%s is not an fd number\n", env);
-		exit(2);
-	}
-	event_fd = (int)v;
 }
 
 /* SIGBUS is synchronous: it is delivered to the thread whose access faulted. */
@@ -393,9 +300,7 @@ int main(int argc, char **argv)
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(opt, "--file")) {
-			if (!val || !*val)
-				usage_error("--file needs a path");
-			path = val; i++;
+			path = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--pages")) {
 			n_pages = parse_u64(opt, val, "a page count >= 2"); i++;
 		} else if (!strcmp(opt, "--threads")) {
@@ -433,10 +338,8 @@ int main(int argc, char **argv)
 	}
 
 	fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		fprintf(stderr, "truncrace: open %s: %s (%s)\n", path, errname(errno), strerror(errno));
-		return 4;
-	}
+	if (fd < 0)
+		fail(4, "open", path);
 	if (must_truncate(fd, n_pages * PAGE) < 0)
 		return 4;
 	map = mmap(NULL, (size_t)(n_pages * PAGE), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -450,10 +353,8 @@ int main(int argc, char **argv)
 			((volatile uint64_t *)(map + p * PAGE))[k] = 0x5AULL << 56 | p << 16 | k;
 	dir_copy = strdup(path);
 	dfd = dir_copy ? open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	if (fsync(fd) < 0 || dfd < 0 || fsync(dfd) < 0) {
-		fprintf(stderr, "truncrace: fsync %s: %s (%s)\n", path, errname(errno), strerror(errno));
-		return 4;
-	}
+	if (fsync(fd) < 0 || dfd < 0 || fsync(dfd) < 0)
+		fail(4, "fsync", path);
 	close(dfd);
 	free(dir_copy);
 	printf("{\"event\":\"start\",\"pages\":%" PRIu64 ",\"threads\":%" PRIu64

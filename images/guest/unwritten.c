@@ -45,7 +45,6 @@
 #include <limits.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,211 +54,19 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
 
-#ifndef MAP_SHARED_VALIDATE
-#define MAP_SHARED_VALIDATE 0x03
-#endif
-#ifndef MAP_SYNC
-#define MAP_SYNC 0x80000
-#endif
+#define PMEMLAB_PROG "unwritten"
+#define PMEMLAB_USAGE "usage: unwritten --file PATH --fill PATH [--blocks N] [--fill-mib M] " \
+	"[--no-map-sync] [--flush auto|clwb|clflushopt|clflush|none]\n"
+#include "pmemlab.h"
 
 #define PAGE 4096u
-#define CACHE_LINE 64u
 #define RECORD 128u
 #define MIB (1024u * 1024u)
 #define FILL_WORD 0x21454C4154534D50ULL /* "PMSTALE!" in memory order */
 #define REC_MAGIC "UNWREC01"
 #define MAX_BLOCKS (1u << 20)
 #define LIST_MAX 32 /* blocks listed per JSON line */
-
-enum flush_kind { FLUSH_AUTO, FLUSH_CLWB, FLUSH_CLFLUSHOPT, FLUSH_CLFLUSH, FLUSH_NONE };
-static const char *const flush_names[] = { "auto", "clwb", "clflushopt", "clflush", "none" };
-
-static int event_fd = -1;
-
-static const char *errname(int e)
-{
-	static char buf[16];
-	const char *n = strerrorname_np(e);
-
-	if (n)
-		return n;
-	snprintf(buf, sizeof(buf), "E%d", e);
-	return buf;
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("unwritten: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputs("\nusage: unwritten --file PATH --fill PATH [--blocks N] [--fill-mib M] "
-	      "[--no-map-sync] [--flush auto|clwb|clflushopt|clflush|none]\n", stderr);
-	exit(2);
-}
-
-static void fail(int code, const char *what, const char *path) __attribute__((noreturn));
-static void fail(int code, const char *what, const char *path)
-{
-	int e = errno;
-
-	fprintf(stderr, "unwritten: %s %s: %s (%s)\n", what, path, errname(e), strerror(e));
-	exit(code);
-}
-
-static uint64_t parse_u64(const char *opt, const char *val, const char *expect)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!val)
-		usage_error("%s needs a value: %s", opt, expect);
-	if (*val < '0' || *val > '9')
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	errno = 0;
-	v = strtoull(val, &end, 10);
-	if (errno || *end)
-		usage_error("%s expects %s, got '%s'", opt, expect, val);
-	return (uint64_t)v;
-}
-
-static void put_le64(unsigned char *p, uint64_t v)
-{
-	for (int k = 0; k < 8; k++)
-		p[k] = (unsigned char)(v >> (8 * k));
-}
-
-/* CPUID leaf 7 EBX: bit 23 CLFLUSHOPT, bit 24 CLWB. */
-static unsigned cpuid7_ebx(void)
-{
-#if HAVE_X86
-	unsigned a, b, c, d;
-
-	if (__get_cpuid_max(0, NULL) < 7)
-		return 0;
-	__cpuid_count(7, 0, a, b, c, d);
-	(void)a; (void)c; (void)d;
-	return b;
-#else
-	return 0;
-#endif
-}
-
-static enum flush_kind resolve_flush(enum flush_kind want)
-{
-	unsigned ebx = cpuid7_ebx();
-	int has_clwb = !!(ebx & (1u << 24)), has_clflushopt = !!(ebx & (1u << 23));
-
-	if (!HAVE_X86 && want != FLUSH_NONE) {
-		if (want == FLUSH_AUTO)
-			return FLUSH_NONE;
-		usage_error("--flush %s needs an x86 CPU; use --flush none", flush_names[want]);
-	}
-	switch (want) {
-	case FLUSH_AUTO:
-		return has_clwb ? FLUSH_CLWB : has_clflushopt ? FLUSH_CLFLUSHOPT : FLUSH_CLFLUSH;
-	case FLUSH_CLWB:
-		if (!has_clwb)
-			usage_error("--flush clwb: this CPU lacks CLWB (CPUID.7.EBX[24])");
-		return want;
-	case FLUSH_CLFLUSHOPT:
-		if (!has_clflushopt)
-			usage_error("--flush clflushopt: this CPU lacks CLFLUSHOPT (CPUID.7.EBX[23])");
-		return want;
-	default:
-		return want;
-	}
-}
-
-/* Push every cache line of [p, p+len) toward memory, then order it. */
-static void flush_range(enum flush_kind kind, volatile unsigned char *p, size_t len)
-{
-#if HAVE_X86
-	uintptr_t start = (uintptr_t)p & ~(uintptr_t)(CACHE_LINE - 1);
-	uintptr_t end = (uintptr_t)p + len;
-
-	switch (kind) {
-	case FLUSH_CLWB:
-		for (uintptr_t a = start; a < end; a += CACHE_LINE)
-			__asm__ volatile("clwb %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("sfence" ::: "memory");
-		break;
-	case FLUSH_CLFLUSHOPT:
-		for (uintptr_t a = start; a < end; a += CACHE_LINE)
-			__asm__ volatile("clflushopt %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("sfence" ::: "memory");
-		break;
-	case FLUSH_CLFLUSH:
-		for (uintptr_t a = start; a < end; a += CACHE_LINE)
-			__asm__ volatile("clflush %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("mfence" ::: "memory");
-		break;
-	default:
-		__asm__ volatile("" ::: "memory");
-		break;
-	}
-#else
-	(void)kind; (void)p; (void)len;
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-#endif
-}
-
-/* One event line, one write(). */
-static void emit_event(const char *kind, const char *arg)
-{
-	char line[256];
-	int n;
-
-	if (event_fd < 0)
-		return;
-	n = snprintf(line, sizeof(line), "%s %s %lld\n", kind, arg, (long long)mono_ns());
-	for (;;) {
-		ssize_t w = write(event_fd, line, (size_t)n);
-		if (w == n)
-			return;
-		if (w < 0 && errno == EINTR)
-			continue;
-		/* A lost ACK would quietly shrink what the oracle checks. */
-		fprintf(stderr, "unwritten: write event to fd %d: %s\n", event_fd,
-			w < 0 ? errname(errno) : "short write");
-		exit(5);
-	}
-}
-
-static void setup_event_fd(void)
-{
-	const char *env = getenv("PMEMLAB_EVENT_FD");
-	char *end;
-	long v;
-
-	if (!env || !*env)
-		return;
-	errno = 0;
-	v = strtol(env, &end, 10);
-	if (errno || *end || v < 0 || v > INT_MAX) {
-		fprintf(stderr, "unwritten: PMEMLAB_EVENT_FD=%s is not an fd number\n", env);
-		exit(2);
-	}
-	event_fd = (int)v;
-}
 
 static void fsync_dir_of(const char *path)
 {
@@ -505,13 +312,9 @@ int main(int argc, char **argv)
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (!strcmp(opt, "--file")) {
-			if (!val || !*val)
-				usage_error("--file needs a path");
-			path = val; i++;
+			path = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--fill")) {
-			if (!val || !*val)
-				usage_error("--fill needs a path");
-			fill_path = val; i++;
+			fill_path = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--blocks")) {
 			blocks = parse_u64(opt, val, "a block count >= 1"); i++;
 		} else if (!strcmp(opt, "--fill-mib")) {
@@ -519,16 +322,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(opt, "--no-map-sync")) {
 			map_sync = 0;
 		} else if (!strcmp(opt, "--flush")) {
-			int k;
-			if (!val)
-				usage_error("--flush needs one of auto|clwb|clflushopt|clflush|none");
-			for (k = 0; k <= FLUSH_NONE; k++)
-				if (!strcmp(val, flush_names[k]))
-					break;
-			if (k > FLUSH_NONE)
-				usage_error("--flush expects auto|clwb|clflushopt|clflush|none, got '%s'", val);
-			flush = (enum flush_kind)k;
-			i++;
+			flush = parse_flush(val); i++;
 		} else {
 			usage_error("unknown option '%s'", opt);
 		}
@@ -573,9 +367,7 @@ int main(int argc, char **argv)
 	if (map == MAP_FAILED) {
 		int e = errno;
 		fprintf(stderr, "unwritten: mmap: %s (%s)\n", errname(e), strerror(e));
-		printf("{\"event\":\"mmap\",\"ok\":false,\"errno\":\"%s\",\"map_sync\":%s}\n",
-		       errname(e), map_sync ? "true" : "false");
-		fflush(stdout);
+		json_mmap_failed(e, map_sync);
 		return 3;
 	}
 	printf("{\"event\":\"mmap\",\"ok\":true,\"map_sync\":%s}\n", map_sync ? "true" : "false");

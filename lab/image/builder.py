@@ -29,6 +29,13 @@ from lab.image.recipe import Recipe, load_recipe
 BUILDER_VERSION = "1"
 GUEST_DIRS = ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc/pmemlab", "proc", "sys", "dev", "tmp", "mnt", "run", "root")
 MERGED_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+GUEST_CFLAGS = ("-static", "-O2", "-Wall", "-Wextra", "-Werror")
+
+
+def gcc_argv(source: Path, out: Path, gcc: str = "gcc") -> list[str]:
+    """How a guest helper is compiled: static, warnings as errors, and its own directory on the
+    include path (for the shared images/guest/pmemlab.h)."""
+    return [gcc, *GUEST_CFLAGS, "-I", str(source.parent), "-o", str(out), str(source)]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,10 @@ def resolve_inputs(recipe_path: Path, cache: Path, kernel: KernelFiles | None = 
     for name, path in sources.items():
         if not path.is_file():
             raise ImageError(f"{recipe_path}: guest source {name!r} not found at {path}")
+    # The headers beside the programs' sources go into the id too: changing one rebuilds the image.
+    for directory in sorted({Path(src).parent for src in recipe.guest.programs.values()}):
+        for header in sorted((base / directory).glob("*.h")):
+            sources[(directory / header.name).as_posix()] = header
     return BuildInputs(recipe, recipe_path, raw, kernel, host_files, sources, _compiler_identity())
 
 
@@ -132,7 +143,7 @@ def _compile_programs(inputs: BuildInputs, root: Path, log: Path) -> None:
     base = inputs.recipe_path.parent
     for name, src in inputs.recipe.guest.programs.items():
         out = root / "usr/bin" / name if name != "pmemlab-agent" else root / "usr/sbin" / name
-        argv = ["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(base / src)]
+        argv = gcc_argv(base / src, out)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
         with log.open("a") as handle:
             handle.write(" ".join(argv) + "\n" + proc.stdout + proc.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from lab.workloads.fault_latency import (
     judge_copy,
     judge_measurement,
 )
+from tests.unit.helpers import GuestProgram
 
 # -- buckets -----------------------------------------------------------------------------------
 
@@ -258,13 +258,8 @@ def test_judge_copy() -> None:
 # -- the guest helper, built and run on this host (no DAX here: MAP_SYNC must be refused) --------
 
 @pytest.fixture(scope="module")
-def helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp("faultlat") / "faultlat"
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    str(images_dir() / "guest" / "faultlat.c")], check=True, timeout=120)
-    return out
+def helper(guest_program: GuestProgram) -> Path:
+    return guest_program("faultlat")
 
 
 def test_helper_output_is_what_the_judge_reads(helper: Path, tmp_path: Path) -> None:

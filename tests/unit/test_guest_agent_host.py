@@ -35,21 +35,12 @@ from lab.guest.protocol import (
     encode_frame,
     encode_run,
 )
-
-SRC = Path(__file__).resolve().parents[2] / "images" / "guest" / "agent.c"
-CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
+from tests.unit.helpers import GuestProgram
 
 
 @pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp("agent") / "pmemlab-agent"
-    proc = subprocess.run([gcc, *CFLAGS, "-o", str(out), str(SRC)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+def agent_bin(guest_program: GuestProgram) -> Path:
+    return guest_program("agent")
 
 
 @dataclass

@@ -5,63 +5,31 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-GUEST_SRC = Path(__file__).resolve().parents[2] / "images" / "guest"
-CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
+from tests.unit.helpers import GuestProgram, run_with_events
+
 PAGE = 4096
 
 
-def _build(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp(name) / name
-    proc = subprocess.run([gcc, *CFLAGS, "-o", str(out), str(GUEST_SRC / f"{name}.c")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
+@pytest.fixture(scope="module")
+def mapsync(guest_program: GuestProgram) -> Path:
+    return guest_program("mapsync")
 
 
 @pytest.fixture(scope="module")
-def mapsync(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "mapsync")
-
-
-@pytest.fixture(scope="module")
-def statx_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(tmp_path_factory, "statx")
+def statx_bin(guest_program: GuestProgram) -> Path:
+    return guest_program("statx")
 
 
 def run_mapsync(binary: Path, *args: str, events: bool = True
                 ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     """Run it with PMEMLAB_EVENT_FD on a pipe; returns the process and event lines."""
-    env = {k: v for k, v in os.environ.items() if k != "PMEMLAB_EVENT_FD"}
-    if not events:
-        return subprocess.run([str(binary), *args], env=env, capture_output=True,
-                              text=True, timeout=30), []
-    r, w = os.pipe()
-    try:
-        env["PMEMLAB_EVENT_FD"] = str(w)
-        proc = subprocess.Popen([str(binary), *args], env=env, pass_fds=(w,),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        os.close(w)
-        w = -1
-        with os.fdopen(r, "rb") as f:
-            r = -1
-            raw = f.read()  # until the helper exits and the pipe closes
-        out, err = proc.communicate(timeout=30)
-    finally:
-        for fd in (r, w):
-            if fd >= 0:
-                os.close(fd)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return done, [line.split(" ") for line in raw.decode().splitlines()]
+    return run_with_events(binary, *args, events=events, timeout=30)
 
 
 def fnv1a64(data: bytes) -> int:

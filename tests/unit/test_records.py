@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -20,6 +19,7 @@ from lab.oracles.records import (
     fnv1a64,
     inspect_record,
 )
+from tests.unit.helpers import GuestProgram
 
 
 def _reference_record(i: int, b: int, r: int) -> bytes:
@@ -146,15 +146,9 @@ def test_garbage_seq_does_not_crash() -> None:
     assert check_record(bytes(data), 1, LAYOUT) is RecordState.CORRUPT
 
 
-MAPSYNC_C = Path(__file__).resolve().parents[2] / "images" / "guest" / "mapsync.c"
-
-
-@pytest.mark.skipif(shutil.which("cc") is None or not MAPSYNC_C.exists(),
-                    reason="needs a C compiler and images/guest/mapsync.c")
-def test_guest_helper_writes_exactly_these_records(tmp_path: Path) -> None:
+def test_guest_helper_writes_exactly_these_records(guest_program: GuestProgram, tmp_path: Path) -> None:
     # The real guest helper, on a plain file without MAP_SYNC: same bytes.
-    exe = tmp_path / "mapsync"
-    subprocess.run(["cc", "-O1", "-o", str(exe), str(MAPSYNC_C)], check=True, timeout=60)
+    exe = guest_program("mapsync")
     events = tmp_path / "events"
     for b, r, n in [(64, 64, 130), (1000, 3, 7), (4096, 1, 3)]:
         target = tmp_path / f"records-{b}-{r}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from lab.vm.boot import MachineShape
 from lab.workloads import catalog
 from lab.workloads.base import CheckSpec
 from lab.workloads.self_write import KIND, SelfWriteCheck, SelfWriteParams, check_from_dict, judge, render_html
+from tests.unit.helpers import GuestProgram
 
 PATTERNS = ["same-range", "whole-page-self", "overlap-forward"]
 
@@ -161,13 +161,8 @@ def test_make_check_round_trips_and_refuses_a_crash() -> None:
 # -- the helper on this host's page cache (the dax=never path, without a VM) --------------------
 
 @pytest.fixture(scope="module")
-def helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp("selfwrite") / "selfwrite"
-    subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
-                    str(images_dir() / "guest" / "selfwrite.c")], check=True, timeout=120)
-    return out
+def helper(guest_program: GuestProgram) -> Path:
+    return guest_program("selfwrite")
 
 
 def test_helper_on_the_host_passes_every_pattern(helper: Path, tmp_path: Path) -> None:

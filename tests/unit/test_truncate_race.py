@@ -5,8 +5,6 @@ power-cut flow's crash trigger."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,44 +21,22 @@ from lab.vm.boot import MachineShape
 from lab.workloads import truncate_race as tr
 from lab.workloads.base import CheckSpec
 from lab.workloads.catalog import kinds
+from tests.unit.helpers import GuestProgram, run_with_events
 
-GUEST_SRC = Path(__file__).resolve().parents[2] / "images" / "guest"
-CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
 PAGE = 4096
 
 
 @pytest.fixture(scope="module")
-def truncrace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp("truncrace") / "truncrace"
-    proc = subprocess.run([gcc, *CFLAGS, "-o", str(out), str(GUEST_SRC / "truncrace.c")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-def run_helper(binary: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    """Run it with PMEMLAB_EVENT_FD on a pipe; returns the process and its event lines."""
-    r, w = os.pipe()
-    env = {**os.environ, "PMEMLAB_EVENT_FD": str(w)}
-    proc = subprocess.Popen([str(binary), *args], env=env, pass_fds=(w,), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        raw = f.read()
-    out, err = proc.communicate(timeout=60)
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return done, [line.split(" ") for line in raw.decode().splitlines()]
+def truncrace(guest_program: GuestProgram) -> Path:
+    return guest_program("truncrace")
 
 
 # -- the guest helper ---------------------------------------------------------------------
 
 def test_helper_races_and_reports(truncrace: Path, tmp_path: Path) -> None:
     path = tmp_path / "race.dat"
-    proc, events = run_helper(truncrace, "--file", str(path), "--pages", "16", "--seconds", "0.5",
-                              "--progress-ms", "50")
+    proc, events = run_with_events(truncrace, "--file", str(path), "--pages", "16", "--seconds", "0.5",
+                                   "--progress-ms", "50")
     assert proc.returncode == 0, proc.stderr
     lines = json_lines(proc.stdout.encode())
     assert lines[0] == {"event": "start", "pages": 16, "threads": 2, "seconds": 0.5, "seed": 1}
@@ -77,8 +53,8 @@ def test_helper_races_and_reports(truncrace: Path, tmp_path: Path) -> None:
 
 def test_injected_stale_pages_are_caught(truncrace: Path, tmp_path: Path) -> None:
     """The lab's self-test: a nonzero word beyond the truncation point must fail the check."""
-    proc, events = run_helper(truncrace, "--file", str(tmp_path / "race.dat"), "--pages", "8", "--seconds", "0.3",
-                              "--inject-stale")
+    proc, events = run_with_events(truncrace, "--file", str(tmp_path / "race.dat"), "--pages", "8", "--seconds", "0.3",
+                                   "--inject-stale")
     assert proc.returncode == 0, proc.stderr
     stale = [line for line in json_lines(proc.stdout.encode()) if line["event"] == "stale"]
     assert 0 < len(stale) <= 16 and stale[0]["value"] == "0x0000000000005eed"

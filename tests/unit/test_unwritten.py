@@ -5,8 +5,6 @@ it, its parameters and check, and its judges."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,43 +20,22 @@ from lab.vm.boot import MachineShape
 from lab.workloads import unwritten_extents as uw
 from lab.workloads.base import CheckSpec
 from lab.workloads.catalog import kinds
+from tests.unit.helpers import GuestProgram, run_with_events
 
-GUEST_SRC = Path(__file__).resolve().parents[2] / "images" / "guest"
-CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
 PAGE = uw.PAGE
 
 
 @pytest.fixture(scope="module")
-def unwritten(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed")
-    out = tmp_path_factory.mktemp("unwritten") / "unwritten"
-    proc = subprocess.run([gcc, *CFLAGS, "-o", str(out), str(GUEST_SRC / "unwritten.c")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-def run_helper(binary: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    r, w = os.pipe()
-    env = {**os.environ, "PMEMLAB_EVENT_FD": str(w)}
-    proc = subprocess.Popen([str(binary), *args], env=env, pass_fds=(w,), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        raw = f.read()
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), \
-        [line.split(" ") for line in raw.decode().splitlines()]
+def unwritten(guest_program: GuestProgram) -> Path:
+    return guest_program("unwritten")
 
 
 # -- the guest helper ---------------------------------------------------------------------
 
 def test_helper_writes_the_records_the_host_expects(unwritten: Path, tmp_path: Path) -> None:
     path, fill = tmp_path / "u.dat", tmp_path / "fill.dat"
-    proc, events = run_helper(unwritten, "--file", str(path), "--fill", str(fill), "--blocks", "12",
-                              "--fill-mib", "2", "--no-map-sync")
+    proc, events = run_with_events(unwritten, "--file", str(path), "--fill", str(fill), "--blocks", "12",
+                                   "--fill-mib", "2", "--no-map-sync")
     assert proc.returncode == 0, proc.stderr
     lines = {line["event"]: line for line in json_lines(proc.stdout.encode())}
     assert lines["fill"]["bytes"] == 2 << 20 and lines["fill"]["enospc"] is False
@@ -80,8 +57,8 @@ def test_helper_writes_the_records_the_host_expects(unwritten: Path, tmp_path: P
 
 
 def test_helper_without_a_dax_file_refuses_map_sync(unwritten: Path, tmp_path: Path) -> None:
-    proc, events = run_helper(unwritten, "--file", str(tmp_path / "u.dat"), "--fill", str(tmp_path / "f"),
-                              "--blocks", "2", "--fill-mib", "0")
+    proc, events = run_with_events(unwritten, "--file", str(tmp_path / "u.dat"), "--fill", str(tmp_path / "f"),
+                                   "--blocks", "2", "--fill-mib", "0")
     assert proc.returncode == 3
     mmap = [line for line in json_lines(proc.stdout.encode()) if line["event"] == "mmap"]
     assert mmap == [{"event": "mmap", "ok": False, "errno": "EOPNOTSUPP", "map_sync": True}]
