@@ -15,12 +15,13 @@ flow learns goes into ``run.result.metrics["cut"]`` and ``["recovery"]``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Self
+
+from pydantic import BaseModel
 
 from lab.crash.capture import Capture
 from lab.crash.point import CrashPoint
@@ -33,9 +34,9 @@ from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.oracles.finding import Finding
 from lab.oracles.fsck import run_fsck
 from lab.verdict import Verdict
-from lab.vm.boot import ready_timeout
+from lab.vm.boot import MachineShape, ready_timeout
 from lab.vm.machine import Machine
-from lab.workloads.base import GuestRun
+from lab.workloads.base import GuestRun, shape_dict, shape_from_dict
 
 WORKLOAD_TIMEOUT_S = 300.0
 MOUNT_TIMEOUT_S = 120.0
@@ -85,6 +86,42 @@ class CrashTrigger:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ack": self.ack, "mark": self.mark, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class CutCheck:
+    """A power-cut kind's check (pure data): the cell, the crash point, and the run options. A kind
+    subclasses it, naming its params model (and the field's type), its name and START_MARK, the MARK
+    a time-offset crash point counts from."""
+
+    fs: Filesystem
+    dax: DaxMode
+    params: BaseModel
+    crash: CrashPoint
+    shape: MachineShape = MachineShape()
+    seed: int = 1
+    keep_capture: bool = False
+
+    KIND: ClassVar[str]
+    START_MARK: ClassVar[str]
+    PARAMS: ClassVar[type[BaseModel]]
+
+    @property
+    def trigger(self) -> CrashTrigger:
+        return CrashTrigger.from_point(self.crash, self.START_MARK)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
+                "crash": self.crash.to_dict(), **shape_dict(self.shape), "seed": self.seed,
+                "keep_capture": self.keep_capture}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The inverse of to_dict."""
+        return cls(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
+                   params=cls.PARAMS.model_validate(data["params"]), crash=CrashPoint.from_dict(data["crash"]),
+                   shape=shape_from_dict(data),
+                   seed=int(data.get("seed", 1)), keep_capture=bool(data.get("keep_capture", False)))
 
 
 @dataclass(frozen=True)
@@ -168,12 +205,12 @@ class PowerCutFlow:
             run.hooks.progress(f"workload: {' '.join(argv)}; cut {plan.trigger.describe()}")
             with run.phase("workload"):
                 handle = machine.agent.start(argv, timeout=plan.workload_timeout)
-                trigger = self._wait_for_trigger(machine, handle)
+                trigger = wait_for_crash_point(machine, handle, plan.trigger, plan.workload_timeout)
             finished: CommandResult | None = None
             if trigger is None:  # the workload ended before the crash point
                 finished = handle.wait(timeout=30)
                 if not finished.ok:
-                    self._save_events(machine)
+                    save_events(machine, run.run_dir)
                     self._save_output(finished.stdout, finished.stderr)
                     tail = finished.err_text.strip()[-2000:]
                     raise GuestError(f"the workload {argv[0]} failed before the crash point "
@@ -183,7 +220,7 @@ class PowerCutFlow:
             with run.phase("freeze"):
                 issued = time.monotonic()
                 cut = freeze_and_close(machine, trigger)
-            self._save_events(machine)
+            save_events(machine, run.run_dir)
             events = machine.events.snapshot()
             stdout, stderr = (finished.stdout, finished.stderr) if finished else handle.output()
             with run.phase("capture"):
@@ -193,39 +230,10 @@ class PowerCutFlow:
             pre = PreCut(cut, issued, mnt, stdout, stderr, events, finished is not None, finished, captures)
         return pre
 
-    def _wait_for_trigger(self, machine: Machine, handle: RunHandle) -> float | None:
-        """Host monotonic time of the crash point, or None if the workload ended first."""
-        trigger = self.plan.trigger
-        deadline = time.monotonic() + self.plan.workload_timeout
-        while True:
-            try:
-                event = machine.events.wait_for(trigger.matches, timeout=POLL_S)
-                break
-            except AgentTimeout:
-                if handle.done:
-                    try:  # its last events may still be in flight
-                        event = machine.events.wait_for(trigger.matches, timeout=0.5)
-                        break
-                    except AgentTimeout:
-                        return None
-                if time.monotonic() > deadline:
-                    raise AgentTimeout(f"no workload event for the crash point ({trigger.describe()}) "
-                                       f"within {self.plan.workload_timeout:.0f} s") from None
-        if trigger.seconds is None:
-            return event.host_time
-        until = event.host_time + trigger.seconds
-        while time.monotonic() < until and not handle.done:
-            time.sleep(min(0.005, max(0.0, until - time.monotonic())))
-        return time.monotonic()
-
     def _save_output(self, stdout: bytes, stderr: bytes) -> None:
         (self.run.run_dir / "workload.stdout").write_bytes(stdout)
         if stderr:
             (self.run.run_dir / "workload.stderr").write_bytes(stderr)
-
-    def _save_events(self, machine: Machine) -> None:
-        lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]
-        (self.run.run_dir / "events.log").write_text("\n".join(lines) + ("\n" if lines else ""))
 
     # -- the machine that boots on what the media held ------------------------
     def recover_and_judge(self, judge: Judge) -> list[Finding]:
@@ -240,13 +248,7 @@ class PowerCutFlow:
             with run.phase("recovery_boot"):
                 machine.wait_ready(ready_timeout(run.accel.accel))
             with run.phase("recovery_mount"):
-                pmem.wait_for_namespace(machine.agent)
-                device = pmem.existing_pmem_device(machine.agent)
-                if device is None:
-                    raise GuestError("the fsdax namespace did not come back on the captured media")
-                machine.run(["mkdir", "-p", pmem.MOUNTPOINT], timeout=10, check=True)
-                mounted = machine.run(["mount", "-t", plan.fs.value, "-o", f"dax={plan.dax.value}", device,
-                                       pmem.MOUNTPOINT], timeout=MOUNT_TIMEOUT_S, check=False)
+                device, mounted = mount_recovered(machine, plan.fs, plan.dax)
             if mounted.timed_out:
                 raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
             recovery["mounted"] = mounted.ok
@@ -272,6 +274,56 @@ class PowerCutFlow:
     def remove_capture(self) -> None:
         if not self.plan.keep_capture:
             shutil.rmtree(self.run.run_dir / "capture", ignore_errors=True)
+
+
+def wait_for_crash_point(machine: Machine, handle: RunHandle, trigger: CrashTrigger, timeout: float,
+                         what: str | None = None) -> float | None:
+    """Host monotonic time of the crash point, or None if the workload ended first.
+
+    The crash point is the first event `trigger` matches (or its time offset after it, cut short
+    when the workload ends). With no such event within `timeout`, AgentTimeout naming the crash
+    point as `what` (default: the trigger's description).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            event = machine.events.wait_for(trigger.matches, timeout=POLL_S)
+            break
+        except AgentTimeout:
+            if handle.done:
+                try:  # its last events may still be in flight
+                    event = machine.events.wait_for(trigger.matches, timeout=0.5)
+                    break
+                except AgentTimeout:
+                    return None
+            if time.monotonic() > deadline:
+                raise AgentTimeout(f"no workload event for the crash point ({what or trigger.describe()}) "
+                                   f"within {timeout:.0f} s") from None
+    if trigger.seconds is None:
+        return event.host_time
+    until = event.host_time + trigger.seconds
+    while time.monotonic() < until and not handle.done:
+        time.sleep(min(0.005, max(0.0, until - time.monotonic())))
+    return time.monotonic()
+
+
+def save_events(machine: Machine, run_dir: Path) -> None:
+    """The machine's events so far, one line each, to run_dir/events.log."""
+    lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]
+    (run_dir / "events.log").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode) -> tuple[str, CommandResult]:
+    """On a recovery machine: wait for the fsdax namespace on the captured media and mount its
+    filesystem (journal/log replay) with the same dax mode. Returns the device and the mount's result."""
+    pmem.wait_for_namespace(machine.agent)
+    device = pmem.existing_pmem_device(machine.agent)
+    if device is None:
+        raise GuestError("the fsdax namespace did not come back on the captured media")
+    machine.run(["mkdir", "-p", pmem.MOUNTPOINT], timeout=10, check=True)
+    mounted = machine.run(["mount", "-t", fs.value, "-o", f"dax={dax.value}", device, pmem.MOUNTPOINT],
+                          timeout=MOUNT_TIMEOUT_S, check=False)
+    return device, mounted
 
 
 def run_power_cut(run: GuestRun, plan: CutPlan, pre_cut: Callable[[PreCut], list[Finding]],
@@ -309,15 +361,18 @@ def file_size(machine: Machine, path: str) -> int | None:
         raise GuestError(f"stat -c %s {path} printed {result.text.strip()!r}") from None
 
 
-def json_lines(stdout: bytes) -> list[dict[str, Any]]:
-    """The JSON objects among a helper's stdout lines (a cut can leave the last one torn)."""
-    out: list[dict[str, Any]] = []
-    for line in stdout.decode(errors="replace").splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            out.append(data)
-    return out
+@dataclass(frozen=True)
+class RecoveredFile:
+    """A workload file as the recovery machine reads it."""
 
+    size: int | None  # None: the file does not exist
+    data: bytes | None  # None: not read (it does not exist, or vanished between stat and cat)
+    read_ok: bool
+    err: str  # what cat said on stderr
+
+
+def read_recovered(machine: Machine, path: str) -> RecoveredFile:
+    """The size and bytes of `path` on the recovery machine."""
+    size = file_size(machine, path)
+    read = read_file(machine, path) if size is not None else None
+    return RecoveredFile(size, read.stdout if read else None, bool(read and read.ok), read.err_text if read else "")

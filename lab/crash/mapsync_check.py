@@ -10,7 +10,6 @@ problem on either console KERNEL-BUG; result.json is written on every path.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab.crash.capture import Capture
+from lab.crash.cut_flow import MOUNT_TIMEOUT_S, CrashTrigger, mount_recovered, save_events, wait_for_crash_point
 from lab.crash.phases import PhaseTimer
 from lab.crash.point import CrashPoint
 from lab.crash.powercut import CutResult, capture_media, freeze_and_close
 from lab.errors import AgentTimeout, GuestError, LabError
 from lab.guest import pmem
-from lab.guest.agent import RunHandle
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
@@ -36,7 +35,7 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
-from lab.workloads.base import RunHooks
+from lab.workloads.base import RunHooks, json_lines, shape_dict
 from lab.workloads.mapsync import WORKLOAD_FILE, MapsyncParams
 
 WORKLOAD_TIMEOUT_S = 300.0
@@ -56,8 +55,7 @@ class MapsyncCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fs": self.fs.value, "dax": self.dax.value, "workload": self.workload.to_dict(),
-                "crash": self.crash.to_dict(), "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
-                "nvdimm_size": self.shape.nvdimm_size}
+                "crash": self.crash.to_dict(), **shape_dict(self.shape)}
 
 
 @dataclass
@@ -106,14 +104,7 @@ class CheckResult:
 
 def _mmap_outcome(stdout: bytes) -> dict[str, Any]:
     """The mapsync helper's {"event":"mmap",...} line, if it printed one."""
-    for line in stdout.decode(errors="replace").splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("event") == "mmap":
-            return data
-    return {}
+    return next((data for data in json_lines(stdout) if data.get("event") == "mmap"), {})
 
 
 def _contract_finding(check: MapsyncCheck, mmap: dict[str, Any], file_dax: bool | None) -> Finding | None:
@@ -171,11 +162,12 @@ class _Run:
             with timer.phase("workload"):
                 handle = machine.agent.start(check.workload.argv(f"{mnt.mountpoint}/{WORKLOAD_FILE}"),
                                              timeout=WORKLOAD_TIMEOUT_S)
-                trigger = self._wait_for_crash_point(machine, handle)
+                trigger = wait_for_crash_point(machine, handle, CrashTrigger.from_point(check.crash, "mmap-ok"),
+                                               WORKLOAD_TIMEOUT_S, check.crash.describe())
             if trigger is None:  # the workload ended before the crash point
                 outcome = handle.wait(timeout=30)
                 self.result.mmap = _mmap_outcome(outcome.stdout)
-                self._save_events(machine)
+                save_events(machine, self.run_dir)
                 if not outcome.ok:
                     if self.result.mmap and not self.result.mmap.get("ok"):
                         return False  # mmap refused: the contract finding judges it
@@ -184,7 +176,7 @@ class _Run:
             with timer.phase("freeze"):
                 cut = freeze_and_close(machine, trigger)
             self.result.cut = cut
-            self._save_events(machine)
+            save_events(machine, self.run_dir)
             with timer.phase("capture"):
                 self.result.captures = capture_media(machine, self.run_dir / "capture")
             with timer.phase("destroy"):
@@ -194,40 +186,6 @@ class _Run:
         media.unlink(missing_ok=True)  # the capture is the evidence; the live file is not needed
         return True
 
-    def _wait_for_crash_point(self, machine: Machine, handle: RunHandle) -> float | None:
-        """Host monotonic time of the trigger, or None if the workload ended first."""
-        crash = self.check.crash
-        deadline = time.monotonic() + WORKLOAD_TIMEOUT_S
-        if crash.after_ack is not None:
-            wanted = crash.after_ack
-            predicate: Callable[[Any], bool] = lambda e: e.ack is not None and e.ack >= wanted
-        else:
-            predicate = lambda e: e.kind == "MARK" and e.arg == "mmap-ok"
-        while True:
-            try:
-                event = machine.events.wait_for(predicate, timeout=0.2)
-                break
-            except AgentTimeout:
-                if handle.done:
-                    try:  # its last events may still be in flight
-                        event = machine.events.wait_for(predicate, timeout=0.5)
-                        break
-                    except AgentTimeout:
-                        return None
-                if time.monotonic() > deadline:
-                    raise AgentTimeout(f"no workload event for the crash point ({crash.describe()}) "
-                                       f"within {WORKLOAD_TIMEOUT_S:.0f} s") from None
-        if crash.after_seconds is None:
-            return event.host_time
-        until = event.host_time + crash.after_seconds
-        while time.monotonic() < until and not handle.done:
-            time.sleep(min(0.005, max(0.0, until - time.monotonic())))
-        return time.monotonic()
-
-    def _save_events(self, machine: Machine) -> None:
-        lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]
-        (self.run_dir / "events.log").write_text("\n".join(lines) + ("\n" if lines else ""))
-
     def recover_and_judge(self) -> list[Finding]:
         check, timer, result = self.check, self.timer, self.result
         assert result.captures
@@ -236,15 +194,9 @@ class _Run:
             with timer.phase("recovery_boot"):
                 machine.wait_ready(ready_timeout(self.accel.accel))
             with timer.phase("recovery_mount"):
-                pmem.wait_for_namespace(machine.agent)
-                device = pmem.existing_pmem_device(machine.agent)
-                if device is None:
-                    raise GuestError("the fsdax namespace did not come back on the captured media")
-                machine.run(["mkdir", "-p", pmem.MOUNTPOINT], timeout=10, check=True)
-                mounted = machine.run(["mount", "-t", check.fs.value, "-o", f"dax={check.dax.value}", device,
-                                       pmem.MOUNTPOINT], timeout=120, check=False)
+                device, mounted = mount_recovered(machine, check.fs, check.dax)
             if mounted.timed_out:
-                raise AgentTimeout("the recovery mount did not finish within 120 s")
+                raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
             if not mounted.ok:
                 findings.append(Finding("persistence", Verdict.VIOLATION,
                                         f"the recovered filesystem does not mount: {mounted.err_text.strip()}"))

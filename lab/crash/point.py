@@ -43,3 +43,8 @@ class CrashPoint:
 
     def to_dict(self) -> dict[str, Any]:
         return {"after_ack": self.after_ack, "after_seconds": self.after_seconds, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CrashPoint":
+        """The inverse of to_dict (absent keys are None)."""
+        return cls(after_ack=data.get("after_ack"), after_seconds=data.get("after_seconds"), seed=data.get("seed"))

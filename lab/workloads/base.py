@@ -10,17 +10,19 @@ and the reports only talk to kinds through this interface.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from pydantic import BaseModel
 
+from lab.errors import AgentTimeout, ConfigError, LabError
+
 from lab.crash.phases import PhaseTimer
 from lab.crash.point import CrashPoint
-from lab.errors import AgentTimeout, LabError
 from lab.guest import pmem
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
@@ -33,6 +35,10 @@ from lab.vm.boot import MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
 from lab.vm.spec import ShareSpec
+
+STDERR_TAIL = 600  # bytes of a helper's stderr quoted in a finding
+
+P = TypeVar("P", bound=BaseModel)
 
 
 @dataclass
@@ -86,6 +92,54 @@ class WorkloadKind:
     ack_count: Callable[[BaseModel], int] | None = None
     # Optional scenario-specific sections of the campaign HTML report (given the stored cases).
     render_html: Callable[[list[dict[str, Any]], Path], str] | None = None
+
+
+# -- the pieces every kind's check and judge use ---------------------------------------------
+
+def json_lines(stdout: bytes | str) -> list[dict[str, Any]]:
+    """The JSON objects among a helper's stdout lines; other lines are skipped (a power cut can
+    leave the last one torn)."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    out: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out
+
+
+def stderr_tail(data: bytes) -> str:
+    """The end of a helper's stderr, as text for a finding."""
+    return data[-STDERR_TAIL:].decode("utf-8", "replace").strip()
+
+
+def params_as(model: type[P], params: BaseModel) -> P:
+    """A scenario cell's params as the kind's own model: as they are, or validated from their fields."""
+    return params if isinstance(params, model) else model.model_validate(params.model_dump())
+
+
+def shape_dict(shape: MachineShape) -> dict[str, int]:
+    """A check's machine shape as its to_dict() stores it."""
+    return {"cpus": shape.cpus, "memory_mib": shape.memory_mib, "nvdimm_size": shape.nvdimm_size}
+
+
+def shape_from_dict(data: dict[str, Any], defaults: MachineShape | None = None) -> MachineShape:
+    """The inverse of shape_dict: every key required, or, given `defaults`, taken from them where missing."""
+    if defaults is None:
+        return MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
+                            nvdimm_size=int(data["nvdimm_size"]))
+    return MachineShape(cpus=int(data.get("cpus", defaults.cpus)),
+                        memory_mib=int(data.get("memory_mib", defaults.memory_mib)),
+                        nvdimm_size=int(data.get("nvdimm_size", defaults.nvdimm_size)))
+
+
+def require_kind(data: dict[str, Any], name: str) -> None:
+    """A stored check names its kind (or none, from before kinds were stored): it must be `name`."""
+    if data.get("kind", name) != name:
+        raise ConfigError(f"not a {name} check: kind {data.get('kind')!r}")
 
 
 # -- a generic result and a guarded runner for kinds that need nothing special --------------

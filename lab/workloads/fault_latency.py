@@ -22,7 +22,6 @@ lab/report/latency.py.
 
 from __future__ import annotations
 
-import json
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
-from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
+                                 require_kind, run_guarded, shape_dict, shape_from_dict, stderr_tail)
 
 NAME = "fault-latency"
 HELPER = "faultlat"
@@ -51,7 +51,6 @@ COPY_START_TIMEOUT_S = 120.0  # writing the source file and the first copy chunk
 COPY_STOP_TIMEOUT_S = 30.0
 MEASURE_BASE_TIMEOUT_S = 120.0
 MEASURE_PER_PAGE_S = 0.05  # under TCG with load a fault rarely takes 20 ms; this allows 50
-STDERR_TAIL = 600
 
 
 class FaultLatencyParams(BaseModel):
@@ -93,18 +92,14 @@ class FaultLatencyCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
-                "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed}
+                **shape_dict(self.shape), "seed": self.seed}
 
 
 def check_from_dict(data: dict[str, Any]) -> FaultLatencyCheck:
     """The inverse of FaultLatencyCheck.to_dict."""
-    if data.get("kind", NAME) != NAME:
-        raise ConfigError(f"not a {NAME} check: kind {data.get('kind')!r}")
+    require_kind(data, NAME)
     return FaultLatencyCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-                             params=FaultLatencyParams(**data["params"]),
-                             shape=MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
-                                                nvdimm_size=int(data["nvdimm_size"])),
+                             params=FaultLatencyParams(**data["params"]), shape=shape_from_dict(data),
                              seed=int(data.get("seed", 0)))
 
 
@@ -114,30 +109,11 @@ def make_check(spec: CheckSpec) -> FaultLatencyCheck:
     if spec.dax is not DaxMode.ALWAYS:
         raise ConfigError(f"the {NAME} workload times DAX page faults: dax must be 'always', "
                           f"got {spec.dax.value!r}")
-    params = spec.params if isinstance(spec.params, FaultLatencyParams) else \
-        FaultLatencyParams(**spec.params.model_dump())
+    params = params_as(FaultLatencyParams, spec.params)
     return FaultLatencyCheck(fs=spec.fs, params=params, dax=spec.dax, shape=spec.shape, seed=spec.seed)
 
 
 # -- judging the helper's output (pure) ------------------------------------------------------
-
-def json_lines(stdout: bytes | str) -> list[dict[str, Any]]:
-    """The JSON objects among a helper's stdout lines (other lines ignored)."""
-    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
-    out = []
-    for line in text.splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            out.append(data)
-    return out
-
-
-def _tail(data: bytes) -> str:
-    return data[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-
 
 def metrics_of(done: dict[str, Any], params: FaultLatencyParams, fs: Filesystem) -> dict[str, Any]:
     samples = [int(ns) for ns in done["samples_ns"]]
@@ -166,7 +142,7 @@ def judge_measurement(outcome: CommandResult, params: FaultLatencyParams,
         return [Finding("measurement", Verdict.HANG,
                         f"the measurement did not finish within its {params.measure_timeout():g} s deadline "
                         f"({'mapped' if mmap and mmap.get('ok') else 'not even mapped'})",
-                        {"stderr": _tail(outcome.stderr)})], {}
+                        {"stderr": stderr_tail(outcome.stderr)})], {}
     if mmap is not None and not mmap.get("ok"):
         return [Finding("measurement", Verdict.INFRA_ERROR,
                         f"nothing measured: mmap{' with MAP_SYNC' if params.map_sync else ''} failed with "
@@ -176,7 +152,7 @@ def judge_measurement(outcome: CommandResult, params: FaultLatencyParams,
         got = len(samples) if isinstance(samples, list) else 0
         return [Finding("measurement", Verdict.INFRA_ERROR,
                         f"nothing measured: {HELPER} {outcome.describe()} with {got} of {params.pages} samples",
-                        {"stderr": _tail(outcome.stderr)})], {}
+                        {"stderr": stderr_tail(outcome.stderr)})], {}
     assert done is not None  # samples came from it
     metrics = metrics_of(done, params, fs)
     s = metrics["summary"]
@@ -200,7 +176,7 @@ def judge_copy(outcome: CommandResult | None, killed: bool) -> tuple[list[Findin
     if not killed:
         return [Finding("background-copy", Verdict.INFRA_ERROR,
                         f"the background copy ended by itself during the measurement ({outcome.describe()}): "
-                        "the load was not there throughout", {"stderr": _tail(outcome.stderr), **info})], info
+                        "the load was not there throughout", {"stderr": stderr_tail(outcome.stderr), **info})], info
     return [], info
 
 
@@ -218,7 +194,7 @@ def _start_copy(machine: Machine, mountpoint: str, measure_timeout: float) -> Ru
         if handle.done:  # it failed before copying anything: say why
             result = handle.wait(timeout=COPY_STOP_TIMEOUT_S)
             raise GuestError(f"the background copy never started copying: {result.describe()}; "
-                             f"stderr: {_tail(result.stderr)}") from None
+                             f"stderr: {stderr_tail(result.stderr)}") from None
         raise
     return handle
 

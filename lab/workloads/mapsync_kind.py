@@ -18,8 +18,7 @@ from lab.crash.point import CrashPoint
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, RunHooks, WorkloadKind
+from lab.workloads.base import CheckSpec, RunHooks, WorkloadKind, shape_from_dict
 from lab.workloads.mapsync import PAGE, MapsyncParams
 
 MIN_RECORD_SIZE = 64  # the record header and checksum need 40 bytes; the helper wants >= 64
@@ -74,8 +73,7 @@ def check_from_dict(data: dict[str, Any]) -> MapsyncCheck:
     """The inverse of MapsyncCheck.to_dict (keep_capture is a run option, not part of a case)."""
     return MapsyncCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
                         workload=MapsyncParams(**data["workload"]), crash=CrashPoint(**data["crash"]),
-                        shape=MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
-                                           nvdimm_size=int(data["nvdimm_size"])))
+                        shape=shape_from_dict(data))
 
 
 def _run(check: MapsyncCheck, image: Image, accel: AccelVerdict, run_dir: Path, hooks: RunHooks) -> Any:

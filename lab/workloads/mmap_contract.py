@@ -50,7 +50,8 @@ from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
+                                 run_guarded, shape_dict, shape_from_dict)
 
 NAME = "mapsync-contract"
 HELPER = "mmapcontract"
@@ -130,18 +131,7 @@ def expected_vm_sync(probe: str, shared_sync: SharedSync = "ignored") -> bool:
 
 def parse_lines(stdout: str) -> list[dict[str, Any]]:
     """The helper's JSON lines (anything else on stdout is ignored)."""
-    lines = []
-    for text in stdout.splitlines():
-        text = text.strip()
-        if not text.startswith("{"):
-            continue
-        try:
-            data = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and "probe" in data:
-            lines.append(data)
-    return lines
+    return [data for data in json_lines(stdout) if "probe" in data]
 
 
 def judge(lines: list[dict[str, Any]], dax: DaxMode, params: MmapContractParams) -> tuple[list[dict[str, Any]],
@@ -220,14 +210,12 @@ class MmapContractCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
-                "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed}
+                **shape_dict(self.shape), "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MmapContractCheck:
         try:
-            shape = MachineShape(cpus=int(data.get("cpus", 2)), memory_mib=int(data.get("memory_mib", 1024)),
-                                 nvdimm_size=int(data.get("nvdimm_size", MachineShape().nvdimm_size)))
+            shape = shape_from_dict(data, defaults=MachineShape())
             return cls(Filesystem(data["fs"]), DaxMode(data["dax"]),
                        MmapContractParams.model_validate(data.get("params") or {}), shape, int(data.get("seed", 0)))
         except (KeyError, ValueError) as exc:
@@ -237,9 +225,7 @@ class MmapContractCheck:
 def make_check(spec: CheckSpec) -> MmapContractCheck:
     if spec.crash is not None:
         raise ConfigError(f"{NAME} makes no power cut: a crash point does not apply")
-    params = spec.params if isinstance(spec.params, MmapContractParams) else \
-        MmapContractParams.model_validate(spec.params.model_dump())
-    return MmapContractCheck(spec.fs, spec.dax, params, spec.shape, spec.seed)
+    return MmapContractCheck(spec.fs, spec.dax, params_as(MmapContractParams, spec.params), spec.shape, spec.seed)
 
 
 def helper_argv(check: MmapContractCheck, directory: str) -> list[str]:

@@ -23,7 +23,6 @@ own promise): if not, VIOLATION.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,8 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.spec import ShareSpec
-from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
+                                 run_guarded, shape_dict, shape_from_dict)
 
 NAME = "ninep-mmap"
 HELPER = "ninepmmap"
@@ -97,14 +97,12 @@ class NinepMmapCheck:
         return self.guest_seed + 1  # differs in every byte (131 is odd)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": NAME, "params": self.params.model_dump(), "cpus": self.shape.cpus,
-                "memory_mib": self.shape.memory_mib, "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed}
+        return {"kind": NAME, "params": self.params.model_dump(), **shape_dict(self.shape), "seed": self.seed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NinepMmapCheck:
         try:
-            shape = MachineShape(cpus=int(data.get("cpus", 2)), memory_mib=int(data.get("memory_mib", 1024)),
-                                 nvdimm_size=int(data.get("nvdimm_size", MachineShape().nvdimm_size)))
+            shape = shape_from_dict(data, defaults=MachineShape())
             return cls(NinepMmapParams.model_validate(data.get("params") or {}), shape, int(data.get("seed", 0)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"not a {NAME} check: {exc}") from exc
@@ -113,9 +111,7 @@ class NinepMmapCheck:
 def make_check(spec: CheckSpec) -> NinepMmapCheck:
     if spec.crash is not None:
         raise ConfigError(f"{NAME} makes no power cut: a crash point does not apply")
-    params = spec.params if isinstance(spec.params, NinepMmapParams) else \
-        NinepMmapParams.model_validate(spec.params.model_dump())
-    return NinepMmapCheck(params, spec.shape, spec.seed)
+    return NinepMmapCheck(params_as(NinepMmapParams, spec.params), spec.shape, spec.seed)
 
 
 # -- judging (pure) -----------------------------------------------------------------------------
@@ -167,12 +163,8 @@ def judge(cache: CacheMode, metrics: dict[str, Any]) -> list[Finding]:
 def _helper_json(result: CommandResult, op: str) -> dict[str, Any]:
     if not result.ok:
         raise GuestError(f"{HELPER} {op} {result.describe()}; stderr: {result.err_text.strip()[-500:]}")
-    for text in result.text.splitlines():
-        try:
-            data = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and data.get("op") == op:
+    for data in json_lines(result.text):
+        if data.get("op") == op:
             return data
     raise GuestError(f"{HELPER} {op} printed no result line: {result.text[:200]!r}")
 

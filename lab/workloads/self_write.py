@@ -23,7 +23,6 @@ is KERNEL-BUG (run_guarded's kernel-log oracle); otherwise PASS.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -39,14 +38,14 @@ from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
+                                 require_kind, run_guarded, shape_dict, shape_from_dict, stderr_tail)
 
 NAME = "write-from-own-mapping"
 HELPER = "selfwrite"
 WORK_DIR = "selfwrite"
 BASE_TIMEOUT_S = 120.0  # the whole pattern list; each write takes milliseconds even under TCG
 PER_PAGE_S = 0.1
-STDERR_TAIL = 600
 
 
 class SelfWriteParams(BaseModel):
@@ -76,47 +75,25 @@ class SelfWriteCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
-                "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed}
+                **shape_dict(self.shape), "seed": self.seed}
 
 
 def check_from_dict(data: dict[str, Any]) -> SelfWriteCheck:
     """The inverse of SelfWriteCheck.to_dict."""
-    if data.get("kind", NAME) != NAME:
-        raise ConfigError(f"not a {NAME} check: kind {data.get('kind')!r}")
+    require_kind(data, NAME)
     return SelfWriteCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-                          params=SelfWriteParams(**data["params"]),
-                          shape=MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
-                                             nvdimm_size=int(data["nvdimm_size"])),
+                          params=SelfWriteParams(**data["params"]), shape=shape_from_dict(data),
                           seed=int(data.get("seed", 0)))
 
 
 def make_check(spec: CheckSpec) -> SelfWriteCheck:
     if spec.crash is not None:
         raise ConfigError(f"the {NAME} workload does not cut the power: remove the [crash] section")
-    params = spec.params if isinstance(spec.params, SelfWriteParams) else \
-        SelfWriteParams(**spec.params.model_dump())
+    params = params_as(SelfWriteParams, spec.params)
     return SelfWriteCheck(fs=spec.fs, dax=spec.dax, params=params, shape=spec.shape, seed=spec.seed)
 
 
 # -- judging the helper's output (pure) ------------------------------------------------------
-
-def json_lines(stdout: bytes | str) -> list[dict[str, Any]]:
-    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
-    out = []
-    for line in text.splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            out.append(data)
-    return out
-
-
-def _tail(data: bytes) -> str:
-    return data[-STDERR_TAIL:].decode("utf-8", "replace").strip()
-
 
 def describe_failure(line: dict[str, Any]) -> str:
     """Why one pattern's line is not ok, in words."""
@@ -151,19 +128,19 @@ def judge(outcome: CommandResult, timeout: float, dax: DaxMode) -> tuple[list[Fi
         findings.insert(0, Finding("deadline", Verdict.HANG,
                                    f"write(2) from a mapping of the same file did not complete within {timeout:g} s: "
                                    f"{where} ({len(reported)} of {len(expected) or '?'} patterns done)",
-                                   {"pending": pending, "stderr": _tail(outcome.stderr)}))
+                                   {"pending": pending, "stderr": stderr_tail(outcome.stderr)}))
         return findings, metrics
     if outcome.signal and pending:
         findings.append(Finding("content", Verdict.VIOLATION,
                                 f"pattern {pending[0]}: the writer was killed by signal {outcome.signal} "
-                                "during write(2) from its own mapping", {"stderr": _tail(outcome.stderr)}))
+                                "during write(2) from its own mapping", {"stderr": stderr_tail(outcome.stderr)}))
         return findings, metrics
     missing = [p for p in expected if p not in reported]
     if start is None or missing or outcome.exit_code not in (0, 1) or outcome.signal:
         findings.append(Finding("lab", Verdict.INFRA_ERROR,
                                 f"{HELPER} {outcome.describe()} before reporting every pattern"
                                 + (f" (missing: {', '.join(missing)})" if missing else ""),
-                                {"stderr": _tail(outcome.stderr)}))
+                                {"stderr": stderr_tail(outcome.stderr)}))
         return findings, metrics
     want_dax = dax is DaxMode.ALWAYS
     if dax in (DaxMode.ALWAYS, DaxMode.NEVER) and start.get("dax") is not None and start["dax"] != want_dax:

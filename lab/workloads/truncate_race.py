@@ -20,21 +20,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.crash.cut_flow import CrashTrigger, CutPlan, Judge, PreCut, file_size, json_lines, read_file, run_power_cut
-from lab.crash.point import CrashPoint
+from lab.crash.cut_flow import CutCheck, CutPlan, Judge, PreCut, read_recovered, run_power_cut
 from lab.errors import ConfigError
-from lab.guest.pmem import DaxMode, Filesystem, PmemMount
+from lab.guest.pmem import PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
-from lab.workloads.base import CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, run_guarded
+from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
+                                 run_guarded)
 
 NAME = "truncate-fault-race"
 PAGE = 4096
@@ -59,47 +58,28 @@ class TruncateRaceParams(BaseModel):
 
 
 @dataclass(frozen=True)
-class TruncateRaceCheck:
-    fs: Filesystem
-    dax: DaxMode
+class TruncateRaceCheck(CutCheck):
     params: TruncateRaceParams
-    crash: CrashPoint
-    shape: MachineShape = MachineShape()
-    seed: int = 1
-    keep_capture: bool = False
+
+    KIND: ClassVar[str] = NAME
+    START_MARK: ClassVar[str] = START_MARK
+    PARAMS: ClassVar[type[BaseModel]] = TruncateRaceParams
 
     def __post_init__(self) -> None:
         if self.crash.after_seconds is None:
             raise ConfigError(f"{NAME}: the crash point is a time offset after the race starts "
                               f"(strategy time_offsets); got {self.crash.describe()}")
 
-    @property
-    def trigger(self) -> CrashTrigger:
-        return CrashTrigger.from_point(self.crash, START_MARK)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                "crash": self.crash.to_dict(), "cpus": self.shape.cpus, "memory_mib": self.shape.memory_mib,
-                "nvdimm_size": self.shape.nvdimm_size, "seed": self.seed, "keep_capture": self.keep_capture}
-
 
 def make_check(spec: CheckSpec) -> TruncateRaceCheck:
     if spec.crash is None:
         raise ConfigError(f"{NAME} cuts the power mid-race: give a [crash] section (strategy time_offsets)")
-    params = spec.params if isinstance(spec.params, TruncateRaceParams) else \
-        TruncateRaceParams.model_validate(spec.params.model_dump())
+    params = params_as(TruncateRaceParams, spec.params)
     return TruncateRaceCheck(spec.fs, spec.dax, params, spec.crash, spec.shape, spec.seed)
 
 
 def check_from_dict(data: dict[str, Any]) -> TruncateRaceCheck:
-    crash = data["crash"]
-    return TruncateRaceCheck(
-        fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-        params=TruncateRaceParams.model_validate(data["params"]),
-        crash=CrashPoint(after_ack=crash.get("after_ack"), after_seconds=crash.get("after_seconds"),
-                         seed=crash.get("seed")),
-        shape=MachineShape(int(data["cpus"]), int(data["memory_mib"]), int(data["nvdimm_size"])),
-        seed=int(data.get("seed", 1)), keep_capture=bool(data.get("keep_capture", False)))
+    return TruncateRaceCheck.from_dict(data)
 
 
 # -- judging (pure: unit-tested without QEMU) ------------------------------------------------
@@ -193,12 +173,9 @@ def run(check: TruncateRaceCheck, image: Image, accel: AccelVerdict, run_dir: Pa
 
     def judge_for(pre: PreCut) -> Judge:
         def judge(machine: Machine, mountpoint: str) -> list[Finding]:
-            path = f"{mountpoint}/{WORKLOAD_FILE}"
-            size = file_size(machine, path)
-            read = read_file(machine, path) if size is not None else None
-            guest.result.metrics["recovered_size"] = size
-            return [judge_file(size, read.stdout if read else None, bool(read and read.ok), check.params.pages,
-                               read.err_text if read else "")]
+            recovered = read_recovered(machine, f"{mountpoint}/{WORKLOAD_FILE}")
+            guest.result.metrics["recovered_size"] = recovered.size
+            return [judge_file(recovered.size, recovered.data, recovered.read_ok, check.params.pages, recovered.err)]
         return judge
 
     plan = CutPlan(check.fs, check.dax, argv, check.trigger,

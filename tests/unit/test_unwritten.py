@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from lab.crash.cut_flow import CrashTrigger, json_lines
+from lab.crash.cut_flow import CrashTrigger
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.workloads import unwritten_extents as uw
-from lab.workloads.base import CheckSpec
+from lab.workloads.base import CheckSpec, json_lines
 from lab.workloads.catalog import kinds
 from tests.unit.helpers import GuestProgram, run_with_events
 
