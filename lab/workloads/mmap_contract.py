@@ -308,20 +308,20 @@ def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
     for probe in probes:
         tds = []
         for label in labels:
-            row = cells[label].get(probe)
-            if row is None:
+            entry = cells[label].get(probe)
+            if entry is None:
                 tds.append("<td>-</td>")
-            elif row.get("ok") is None:
-                tds.append(f'<td class="unmet">not run: {escape(str(row.get("error")))}</td>')
+            elif entry.get("ok") is None:
+                tds.append(f'<td class="unmet">not run: {escape(str(entry.get("error")))}</td>')
             else:
-                dax = "DAX" if row.get("file_dax") else "non-DAX"
-                sync = " VM_SYNC" if row.get("vm_sync") else ""
-                text = f"{escape(str(row.get('got')))} <small>({dax}{sync})</small>"
-                if row.get("ok"):
+                dax = "DAX" if entry.get("file_dax") else "non-DAX"
+                sync = " VM_SYNC" if entry.get("vm_sync") else ""
+                text = f"{escape(str(entry.get('got')))} <small>({dax}{sync})</small>"
+                if entry.get("ok"):
                     tds.append(f"<td>{text}</td>")
                 else:
-                    why = "; ".join(str(p) for p in row.get("problems") or [])
-                    tds.append(f'<td class="unmet">{text}<br>expected {escape(str(row.get("expected")))}'
+                    why = "; ".join(str(p) for p in entry.get("problems") or [])
+                    tds.append(f'<td class="unmet">{text}<br>expected {escape(str(entry.get("expected")))}'
                                f"<br><small>{escape(why)}</small></td>")
         body.append(f"<tr><td>{escape(probe)}</td><td>{escape(PROBES[probe])}</td>{''.join(tds)}</tr>")
     return ('<section id="mmap-contract"><h2>mmap contract</h2>'
