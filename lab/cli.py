@@ -51,6 +51,12 @@ def resolve_accel(requested: str, image: image_cache.Image) -> AccelVerdict:
     return choose(requested, cache_dir(), lambda: probe_kvm_boot(image))
 
 
+def image_and_accel(image_name: str, accel: str) -> tuple[image_cache.Image, AccelVerdict]:
+    """What every machine-booting command needs first: the image and the accelerator verdict."""
+    image = image_cache.resolve(cache_dir(), image_name)
+    return image, resolve_accel(accel, image)
+
+
 accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
                             help="auto uses KVM only where a normal guest really boots under it.")
 image_option = click.option("--image", "image_name", default=image_cache.DEFAULT_REF, show_default=True,
@@ -156,8 +162,7 @@ def vm_smoke(fs: str, accel: str, image_name: str, as_json: bool) -> None:
     from lab.smoke import smoke
 
     ui = UI(as_json)
-    img = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, img)
+    img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("smoke")
     ui.info(f"smoke: {fs} on image {img.id} (kernel {img.kernel_version}), accelerator {verdict.accel.value} "
             f"({verdict.reason})")
@@ -249,8 +254,7 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
         crash=crash_point(records, cut_after, cut_random, seed, cut_at_seconds),
         keep_capture=keep_capture)
     check.crash.validate_for(records)
-    img = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, img)
+    img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("mapsync")
     ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, "
             f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
@@ -295,8 +299,7 @@ def bench_boot(runs: int, accel: str, image_name: str, as_json: bool) -> None:
     from lab.bench import boot_times
 
     ui = UI(as_json)
-    img = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, img)
+    img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("bench-boot")
     samples = boot_times(img, verdict, runs, run_dir, progress=ui.info)
     summary = {"runs": runs, "accelerator": verdict.accel.value, "min_s": round(min(samples), 3),
@@ -323,8 +326,7 @@ def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str,
     from lab.bench import mapsync_times
 
     ui = UI(as_json)
-    img = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, img)
+    img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("bench-mapsync")
     summary = mapsync_times(img, verdict, Filesystem(fs), records, runs, run_dir, progress=ui.info)
     write_json(run_dir / "result.json", summary)
@@ -355,8 +357,7 @@ def bench_campaign(scenario_path: Path, jobs_text: str, accel: str, image_name: 
         jobs_list = [int(j) for j in jobs_text.split(",") if j.strip()]
     except ValueError:
         ui.abort(f"--jobs {jobs_text!r}: expected comma-separated integers such as 1,2", EXIT_LAB_ERROR)
-    img = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, img)
+    img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("bench-campaign")
     summary = campaign_throughput(scenario_path, img, verdict, jobs_list, run_dir, progress=ui.info)
     write_json(run_dir / "result.json", summary)
