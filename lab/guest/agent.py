@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lab.errors import AgentClosed, AgentTimeout, GuestError
+from lab.guest.channel import shut_down
 from lab.guest.protocol import (
     MAX_ID,
     Frame,
@@ -296,13 +297,7 @@ class AgentClient:
     def close(self) -> None:
         """Close the channel; anyone still waiting gets AgentClosed."""
         self._mark_closed(AgentClosed(f"{self.name} channel closed by the host"))
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-        if threading.current_thread() is not self._reader:
-            self._reader.join(timeout=5)
+        shut_down(self._sock, self._reader)
 
     def __enter__(self) -> AgentClient:
         return self

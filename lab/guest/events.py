@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.guest.channel import shut_down
 from lab.errors import AgentClosed, AgentTimeout, GuestError
 
 MAX_LINE = 4096  # a longer "line" means the stream is not ours
@@ -123,13 +124,7 @@ class EventStream:
             if self._closed is None:
                 self._closed = AgentClosed(f"{self.name} channel closed by the host")
             self._cond.notify_all()
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-        if threading.current_thread() is not self._reader:
-            self._reader.join(timeout=5)
+        shut_down(self._sock, self._reader)
 
     def __enter__(self) -> EventStream:
         return self
