@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
@@ -97,7 +96,7 @@ def check_disk() -> list[Check]:
         free = shutil.disk_usage(probe).free
         ok = free >= MIN_FREE_BYTES
         checks.append(Check(label, ok, f"{free / 1024**3:.1f} GiB free at {path}",
-                            f"free space: runs need a few GiB (captures are sparse copies of the NVDIMMs)"))
+                            "free space: runs need a few GiB (captures are sparse copies of the NVDIMMs)"))
     return checks
 
 
