@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,10 +27,25 @@ def _ours_or_orphaned(pid: int) -> bool:
     return False
 
 
+def _lab_qemu_cmdlines() -> dict[int, str]:
+    """pid -> command line of every lab QEMU (its -name is pmemlab-...), read from /proc: no procps needed."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # it exited while we looked
+        words = [a.decode(errors="replace") for a in argv if a]
+        if words and "qemu-system" in words[0] and any(w.startswith("pmemlab-") for w in words):
+            found[int(entry.name)] = " ".join(words)
+    return found
+
+
 def lab_qemu_processes() -> list[str]:
-    """QEMU processes this test run started (their -name is pmemlab-...), or orphaned ones."""
-    out = subprocess.run(["pgrep", "-a", "-f", "qemu-system.*-name pmemlab-"], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if line.strip() and _ours_or_orphaned(int(line.split()[0]))]
+    """QEMU processes this test run started, or orphaned ones, as 'PID CMDLINE'."""
+    return [f"{pid} {line}" for pid, line in sorted(_lab_qemu_cmdlines().items()) if _ours_or_orphaned(pid)]
 
 
 @pytest.fixture(scope="session", autouse=True)
