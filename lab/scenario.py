@@ -125,6 +125,9 @@ class MachineSection(_Strict):
     memory_mib: int = Field(default=_DEFAULT_SHAPE.memory_mib, ge=128)
     # NVDIMMs are 2 MiB aligned (fsdax namespace alignment)
     nvdimm_size_mib: int = Field(default=_DEFAULT_SHAPE.nvdimm_size // MIB, ge=64, multiple_of=2)
+    # Boot every machine from cold instead of restoring a ready snapshot (for comparison, and for
+    # hosts where restore fails); verdicts must not depend on it.
+    cold_boot: bool = False
 
 
 SeedFor = Callable[[int], int]  # crash point index -> the case seed
@@ -136,6 +139,9 @@ def _acks_only(acks: int) -> str:
 
 class _Strategy(_Strict):
     needs_acks: ClassVar[bool] = True  # its crash points are ACK indices (the kind must have ack_count)
+    # How many of a cell's crash points one workload run may serve (freeze, capture, cont, go on to
+    # the next); None: all of them. 1 gives every crash point its own workload run.
+    cuts_per_run: int | None = Field(default=None, ge=1)
 
     def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         """The crash points of one case group; `acks`: how many ACKs the workload emits (0 without ack_count)."""
@@ -378,6 +384,15 @@ class Scenario:
         """The crash strategy; None for kinds that cut no power."""
         crash: CrashModel | None = self.spec.crash
         return crash
+
+    @property
+    def cold_boot(self) -> bool:
+        return self.spec.machine.cold_boot
+
+    @property
+    def cuts_per_run(self) -> int | None:
+        """How many crash points one workload run may serve (None: all of a cell's repeat)."""
+        return self.crash.cuts_per_run if self.crash is not None else None
 
     @property
     def shape(self) -> MachineShape:

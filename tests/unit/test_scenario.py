@@ -181,7 +181,7 @@ BAD = {
         "s.toml:24: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, crash, oracles, "
         "expect"]),
     "unknown strategy key": (edit("ack = 20", "ack = 20\nacks = [1]"), [
-        "s.toml:16: field 'crash.acks': unknown key; allowed: strategy, ack, seed"]),
+        "s.toml:16: field 'crash.acks': unknown key; allowed: cuts_per_run, strategy, ack, seed"]),
     "wrong types": (edit("records = 40", 'records = "40"').replace("[true, false]", "[true, 1]"), [
         "s.toml:7: field 'workload.records': input should be a valid integer, got \"40\"",
         "s.toml:11: field 'matrix.map_sync.1': input should be a valid boolean, got 1"]),
