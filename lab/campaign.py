@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from lab.cases import Case
-from lab.workloads.base import Outcome, RunHooks
+from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.workloads.catalog import get_kind
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
@@ -97,14 +97,14 @@ class LiveMachines:
 @dataclass
 class CaseOutcome:
     case: Case
-    result: Outcome | None
+    result: WorkloadResult | None
     attempts: int
     interrupted: bool = False
     wall_s: float = 0.0  # the last attempt, store writes included
     overhead_s: float = 0.0  # wall time outside every machine phase: the lab's own cost
 
     @staticmethod
-    def lab_overhead(wall_s: float, result: Outcome) -> float:
+    def lab_overhead(wall_s: float, result: WorkloadResult) -> float:
         in_phases = sum(v for k, v in result.timings.items() if k != "total")
         return max(0.0, wall_s - in_phases)
 

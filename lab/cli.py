@@ -62,6 +62,14 @@ accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"])
 image_option = click.option("--image", "image_name", default=image_cache.DEFAULT_REF, show_default=True,
                             help="Image ref name or id (see 'pmemlab image list').")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+cold_boot_option = click.option("--cold-boot", is_flag=True,
+                                help="Boot every machine from cold instead of restoring a ready snapshot.")
+
+
+def boot_mode(cold_boot: bool) -> Any:
+    from lab.runner.machines import BootMode
+
+    return BootMode.COLD if cold_boot else BootMode.SNAPSHOT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -234,32 +242,33 @@ def run_group() -> None:
 @click.option("--dax", type=click.Choice([d.value for d in DaxMode]), default="always", show_default=True,
               help="Mount option; 'never' checks that MAP_SYNC is refused with EOPNOTSUPP.")
 @click.option("--keep-capture", is_flag=True, help="Keep the captured media in the run directory.")
+@cold_boot_option
 @accel_option
 @image_option
 @json_option
 @lab_errors
 def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
                 cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
-                records_per_page: int, dax: str, keep_capture: bool, accel: str, image_name: str,
+                records_per_page: int, dax: str, keep_capture: bool, cold_boot: bool, accel: str, image_name: str,
                 as_json: bool) -> None:
     """Cut the power during a MAP_SYNC workload and judge the recovered media."""
-    from lab.crash.mapsync_check import MapsyncCheck, run_mapsync_check
     from lab.report.mapsync import render_result
+    from lab.runner.guest_run import RunHooks
+    from lab.workloads import mapsync_kind
 
     ui = UI(as_json)
-    check = MapsyncCheck(
-        fs=Filesystem(fs), dax=DaxMode(dax),
-        workload=MapsyncParams(records=records, record_size=record_size, records_per_page=records_per_page,
-                               prealloc=prealloc, map_sync=not no_map_sync),
-        crash=crash_point(records, cut_after, cut_random, seed, cut_at_seconds),
-        keep_capture=keep_capture)
-    check.crash.validate_for(records)
+    crash = crash_point(records, cut_after, cut_random, seed, cut_at_seconds)
+    params = MapsyncParams.from_options(records=records, record_size=record_size, records_per_page=records_per_page,
+                                        prealloc=prealloc, map_sync=not no_map_sync)
+    check = mapsync_kind.MapsyncCheck(Filesystem(fs), DaxMode(dax), params, crash, seed=seed,
+                                      keep_capture=keep_capture)
     img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("mapsync")
+    boot = boot_mode(cold_boot)
     ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, "
             f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
-            f"{verdict.accel.value}")
-    result = run_mapsync_check(check, img, verdict, run_dir, progress=ui.info)
+            f"{verdict.accel.value}, {boot.value} machines")
+    result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
     if as_json:
         ui.emit_json(result.to_dict())
     else:

@@ -254,7 +254,7 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
     from lab.cli import EXIT_LAB_ERROR, resolve_accel
-    from lab.workloads.base import RunHooks
+    from lab.runner.guest_run import RunHooks
     from lab.workloads.catalog import get_kind
     from lab.errors import LabError
     from lab.image import cache as image_cache

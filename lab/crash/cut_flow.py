@@ -1,42 +1,52 @@
-"""A power cut in the middle of a workload, then recovery and a kind's judge: the shared flow.
+"""The power-cut pipeline: one workload run, K crash points, K recoveries, each judged alone.
 
-boot on fresh media -> pmem setup -> start the workload -> crash trigger (ACK k,
-MARK m, or a time offset after a MARK) -> freeze -> capture -> destroy ->
-recovery boot on the capture -> mount with the same dax mode (journal/log
-replay; a mount failure is a VIOLATION) -> the kind's judge(machine,
-mountpoint) -> unmount -> fsck -> poweroff.
+    workload machine (restored from the ready snapshot on a copy of its template media, or cold)
+      -> mount -o dax -> start the workload
+      -> for each crash point, in the order the workload reaches them:
+           wait for it (ACK k, MARK m, or a time offset after a MARK)
+           -> freeze (QMP stop) -> durable set (ACKs read before the stop was issued)
+           -> capture the media -> cont (the workload goes on), or, after the last one, destroy
+    per capture: recovery machine on the capture -> mount with the same dax mode (journal/log
+      replay; a mount failure is a VIOLATION) -> the kind's judge -> unmount -> fsck -> poweroff
 
-The shape is the MAP_SYNC check's (lab/crash/mapsync_check.py), made generic
-over the workload command and the judge, for kinds run through
-lab.workloads.base.GuestRun and run_guarded: those map AgentTimeout to HANG,
-LabError to INFRA-ERROR, scan the consoles, and write result.json. What the
-flow learns goes into ``run.result.metrics["cut"]`` and ``["recovery"]``.
+Every kind that cuts the power runs through here: a kind gives a `PowerCut` (its workload
+command, what it judges from the output before the cut, and what it judges on the recovered
+filesystem). One crash point is a case; a case run alone is a workload run with one cut.
+
+A crash point the workload never reaches is the plan's explicit choice (`EarlyEnd`): a workload
+that *finished* first is cut at rest (its durable set is every ACK) or is an INFRA-ERROR; a
+workload that *failed* first is INFRA-ERROR unless the kind judges the failure itself
+(`judge_failure`, e.g. mapsync: mmap refused MAP_SYNC as mmap(2) documents for a non-DAX file).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Self
+from typing import Any, Callable, ClassVar, Self, Sequence
 
 from pydantic import BaseModel
 
-from lab.crash.capture import Capture
 from lab.crash.point import CrashPoint
 from lab.crash.powercut import CutResult, capture_media, freeze_and_close
-from lab.errors import AgentTimeout, ConfigError, GuestError
+from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
 from lab.guest import pmem
 from lab.guest.agent import CommandResult, RunHandle
 from lab.guest.events import Event
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
+from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.oracles.fsck import run_fsck
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
 from lab.verdict import Verdict
-from lab.vm.boot import MachineShape, ready_timeout
+from lab.vm.accel import AccelVerdict
+from lab.vm.boot import MachineShape, shape_dict, shape_from_dict
+from lab.vm.capture import Capture
 from lab.vm.machine import Machine
-from lab.workloads.base import GuestRun, shape_dict, shape_from_dict
 
 WORKLOAD_TIMEOUT_S = 300.0
 MOUNT_TIMEOUT_S = 120.0
@@ -45,10 +55,17 @@ POLL_S = 0.2
 Judge = Callable[[Machine, str], list[Finding]]  # (recovery machine, mountpoint) -> findings
 
 
+class EarlyEnd(str, Enum):
+    """What a crash point means when the workload finished (cleanly) before reaching it."""
+
+    CUT_AT_REST = "cut-at-rest"  # cut the machine at rest: everything acknowledged must survive
+    INFRA_ERROR = "infra-error"  # the crash point was the experiment: not reaching it means nothing was checked
+
+
 @dataclass(frozen=True)
 class CrashTrigger:
     """When to cut: right after the host reads ACK `ack` (or any later one), at MARK `mark`,
-    or `seconds` after MARK `mark`."""
+    or `seconds` after MARK `mark` (seconds the guest ran: time frozen at earlier cuts is not counted)."""
 
     ack: int | None = None
     mark: str | None = None
@@ -76,6 +93,10 @@ class CrashTrigger:
         if self.ack is not None:
             return event.ack is not None and event.ack >= self.ack
         return event.kind == "MARK" and event.arg == self.mark
+
+    def order(self) -> float:
+        """Where the workload reaches this crash point, relative to others of the same strategy."""
+        return float(self.ack) if self.ack is not None else float(self.seconds or 0.0)
 
     def describe(self) -> str:
         if self.ack is not None:
@@ -105,10 +126,20 @@ class CutCheck:
     KIND: ClassVar[str]
     START_MARK: ClassVar[str]
     PARAMS: ClassVar[type[BaseModel]]
+    # Whether the workload's command line uses the seed: if not, checks that differ only in their
+    # crash point and seed share one workload run.
+    WORKLOAD_USES_SEED: ClassVar[bool] = True
 
     @property
     def trigger(self) -> CrashTrigger:
         return CrashTrigger.from_point(self.crash, self.START_MARK)
+
+    def workload_key(self) -> str:
+        """Checks with equal keys run the same workload: one run can serve all their crash points."""
+        data = self.to_dict()
+        for key in ("crash", "keep_capture") + (() if self.WORKLOAD_USES_SEED else ("seed",)):
+            data.pop(key, None)
+        return json.dumps(data, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.KIND, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
@@ -126,12 +157,15 @@ class CutCheck:
 
 @dataclass(frozen=True)
 class CutPlan:
-    """What the flow runs: the machine's filesystem, the workload command, and when to cut."""
+    """What the pipeline runs: the machine's filesystem, the workload command, and when to cut."""
 
     fs: Filesystem
     dax: DaxMode
     argv: Callable[[PmemMount], list[str]]  # the workload command line, given the mounted filesystem
-    trigger: CrashTrigger
+    triggers: tuple[CrashTrigger, ...]  # in the order the workload reaches them
+    early_end: EarlyEnd = EarlyEnd.CUT_AT_REST
+    # A workload that failed before a crash point: the kind's findings about it, or None (INFRA-ERROR).
+    judge_failure: Callable[[CommandResult], list[Finding] | None] = lambda _: None
     workload_timeout: float = WORKLOAD_TIMEOUT_S
     keep_capture: bool = False
 
@@ -140,6 +174,8 @@ class CutPlan:
 class PreCut:
     """What the host knew when it cut: the durable ACKs, the workload's output and events so far."""
 
+    index: int  # position among the plan's triggers
+    trigger: CrashTrigger
     cut: CutResult
     cut_time: float  # host monotonic time the stop was issued
     mount: PmemMount
@@ -148,7 +184,9 @@ class PreCut:
     events: list[Event]
     finished_first: bool  # the workload ended before the crash point: the cut found it at rest
     exit: CommandResult | None  # how it ended, if it did
-    captures: list[Capture] = field(default_factory=list)
+    captures: list[Capture]
+    console_bytes: int  # how much of the workload console was written at the freeze
+    timings: dict[str, float]  # the workload run's phases up to this cut
 
     @property
     def durable(self) -> list[int]:
@@ -159,130 +197,138 @@ class PreCut:
         return [e.arg for e in self.events if e.kind == "MARK" and e.host_time <= self.cut_time]
 
 
-class PowerCutFlow:
-    """One workload cut mid-run and recovered; a kind makes one per check."""
+@dataclass
+class WorkloadCuts:
+    """What one workload run produced: a PreCut for each crash point it reached (in plan order),
+    and, when it stopped short, why."""
 
-    def __init__(self, run: GuestRun, plan: CutPlan) -> None:
-        self.run = run
-        self.plan = plan
-        self.pre: PreCut | None = None
-        self.metrics = run.result.metrics
+    run_dir: Path
+    console: Path
+    cuts: list[PreCut] = field(default_factory=list)
+    failure: LabError | None = None  # a deadline or lab error that ended the run early
+    failure_phase: str | None = None
+    judged: list[Finding] | None = None  # the kind judged the failed workload itself: no recovery
 
-    # -- the machine that loses its power ------------------------------------
-    def workload_and_cut(self) -> PreCut:
-        run, plan = self.run, self.plan
-        media = run.fresh_media()
-        ok = False
-        try:
-            pre = self._run_and_cut(media)
-            ok = True
-        finally:
-            # The capture is the evidence; the live file (real data up to the NVDIMM's size) is not
-            # needed. After a failure it stays only where captures are kept, for a look at it.
-            if ok or not plan.keep_capture:
-                media.unlink(missing_ok=True)
-        cut, captures = pre.cut, pre.captures
-        self._save_output(pre.stdout, pre.stderr)
-        self.metrics["cut"] = {
-            "trigger": plan.trigger.to_dict(), "trigger_text": plan.trigger.describe(),
-            "durable": len(cut.durable), "last_durable": cut.durable[-1] if cut.durable else None,
-            "acked_after_freeze": cut.acked_after_freeze, "freeze_latency_s": cut.freeze_latency_s,
-            "finished_first": pre.finished_first,
-            "captures": [{"path": str(c.path), "method": c.method, "seconds": round(c.seconds, 4),
-                          "data_bytes": c.data_bytes, "size": c.size} for c in captures],
-        }
-        self.pre = pre
-        return pre
 
-    def _run_and_cut(self, media: Path) -> PreCut:
-        run, plan = self.run, self.plan
-        with run.machine("workload", [media]) as machine:
-            with run.phase("boot"):
-                machine.wait_ready(ready_timeout(run.accel.accel))
-            with run.phase("setup"):
-                mnt = pmem.setup(machine.agent, plan.fs, plan.dax)
+@dataclass
+class PausedTime:
+    """Host intervals the workload machine spent frozen: time offsets count only running time."""
+
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    def since(self, start: float) -> float:
+        return sum(end - max(begin, start) for begin, end in self.intervals if end > start)
+
+
+def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
+    """Run the workload on a fresh machine and cut at every trigger of the plan, in order."""
+    media = run.fresh_media(plan.fs)
+    machine = run.machine("workload", [media], plan.fs)
+    outcome = WorkloadCuts(run.run_dir, machine.spec.console_log)
+    stdout = stderr = b""
+    try:
+        with machine:
+            run.bring_up(machine)
+            mnt = run.setup(machine, plan.fs, plan.dax)
             argv = plan.argv(mnt)
-            run.hooks.progress(f"workload: {' '.join(argv)}; cut {plan.trigger.describe()}")
-            with run.phase("workload"):
-                handle = machine.agent.start(argv, timeout=plan.workload_timeout)
-                trigger = wait_for_crash_point(machine, handle, plan.trigger, plan.workload_timeout)
+            run.hooks.progress(f"workload: {' '.join(argv)}; cut {', '.join(t.describe() for t in plan.triggers)}")
+            handle = machine.agent.start(argv, timeout=plan.workload_timeout)
+            paused = PausedTime()
             finished: CommandResult | None = None
-            if trigger is None:  # the workload ended before the crash point
-                finished = handle.wait(timeout=30)
-                if not finished.ok:
-                    save_events(machine, run.run_dir)
-                    self._save_output(finished.stdout, finished.stderr)
-                    tail = finished.err_text.strip()[-2000:]
-                    raise GuestError(f"the workload {argv[0]} failed before the crash point "
-                                     f"({plan.trigger.describe()}): it {finished.describe()}"
-                                     + (f"; stderr: {tail}" if tail else ""))
-                trigger = time.monotonic()  # cut the machine at rest
-            with run.phase("freeze"):
-                issued = time.monotonic()
-                cut = freeze_and_close(machine, trigger)
-            save_events(machine, run.run_dir)
-            events = machine.events.snapshot()
-            stdout, stderr = (finished.stdout, finished.stderr) if finished else handle.output()
-            with run.phase("capture"):
-                captures = capture_media(machine, run.run_dir / "capture")
+            for index, trigger in enumerate(plan.triggers):
+                at: float | None = None
+                if finished is None:
+                    with run.phase("workload"):
+                        at = wait_for_crash_point(machine, handle, trigger, plan.workload_timeout, paused=paused)
+                    if at is None:
+                        finished = handle.wait(timeout=30)
+                if at is None:  # the workload ended before this crash point
+                    assert finished is not None
+                    if not finished.ok:
+                        stdout, stderr = finished.stdout, finished.stderr
+                        outcome.judged = plan.judge_failure(finished)
+                        if outcome.judged is not None:
+                            break
+                        tail = finished.err_text.strip()[-2000:]
+                        raise GuestError(f"the workload {argv[0]} failed before the crash point "
+                                         f"({trigger.describe()}): it {finished.describe()}"
+                                         + (f"; stderr: {tail}" if tail else ""))
+                    if plan.early_end is EarlyEnd.INFRA_ERROR:
+                        raise GuestError(f"the workload {argv[0]} finished before the crash point "
+                                         f"({trigger.describe()}): nothing was cut mid-run")
+                    at = time.monotonic()  # cut the machine at rest
+                with run.phase("freeze"):
+                    issued = time.monotonic()
+                    cut = freeze_and_close(machine, at)
+                stdout, stderr = (finished.stdout, finished.stderr) if finished else handle.output()
+                with run.phase("capture"):
+                    captures = capture_media(machine, run.run_dir / "capture" / f"cut-{index}")
+                outcome.cuts.append(PreCut(index, trigger, cut, issued, mnt, stdout, stderr, machine.events.snapshot(),
+                                           finished is not None, finished, captures, _size(outcome.console),
+                                           dict(run.timer.timings)))
+                if index + 1 < len(plan.triggers):
+                    with run.phase("cont"):
+                        machine.cont()
+                    paused.intervals.append((issued, time.monotonic()))
             with run.phase("destroy"):
                 machine.destroy()
-            pre = PreCut(cut, issued, mnt, stdout, stderr, events, finished is not None, finished, captures)
-        return pre
+    except LabError as exc:
+        outcome.failure, outcome.failure_phase = exc, run.timer.current
+    finally:
+        # The captures are the evidence; the live file (real data up to the NVDIMM's size) is not
+        # needed. After a failure it stays only where captures are kept, for a look at it.
+        if outcome.failure is None or not plan.keep_capture:
+            media.unlink(missing_ok=True)
+        try:
+            save_events(machine.events.snapshot(), run.run_dir)
+        except LabError:
+            pass  # it never launched: no events
+        save_output(run.run_dir, stdout, stderr)
+    return outcome
 
-    def _save_output(self, stdout: bytes, stderr: bytes) -> None:
-        (self.run.run_dir / "workload.stdout").write_bytes(stdout)
-        if stderr:
-            (self.run.run_dir / "workload.stderr").write_bytes(stderr)
 
-    # -- the machine that boots on what the media held ------------------------
-    def recover_and_judge(self, judge: Judge) -> list[Finding]:
-        """Recovery boot on the capture, mount, `judge`, unmount, fsck, poweroff."""
-        run, plan = self.run, self.plan
-        if self.pre is None or not self.pre.captures:
-            raise GuestError("recover_and_judge() needs the capture workload_and_cut() takes")
-        findings: list[Finding] = []
-        recovery: dict[str, Any] = {"mounted": None, "fsck_clean": None}
-        self.metrics["recovery"] = recovery
-        with run.machine("recovery", [self.pre.captures[0].path]) as machine:
-            with run.phase("recovery_boot"):
-                machine.wait_ready(ready_timeout(run.accel.accel))
-            with run.phase("recovery_mount"):
-                device, mounted = mount_recovered(machine, plan.fs, plan.dax)
-            if mounted.timed_out:
-                raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
-            recovery["mounted"] = mounted.ok
-            if not mounted.ok:
-                findings.append(Finding("recovery-mount", Verdict.VIOLATION,
-                                        f"the recovered {plan.fs.value} does not mount: {mounted.err_text.strip()}",
-                                        {"device": device, "exit_code": mounted.exit_code}))
-            else:
-                findings.append(Finding("recovery-mount", Verdict.PASS,
-                                        f"the recovered {plan.fs.value} mounts with dax={plan.dax.value}"))
-                with run.phase("judge"):
-                    findings += judge(machine, pmem.MOUNTPOINT)
-                    pmem.umount(machine.agent)
+def recover_and_judge(run: GuestRun, plan: CutPlan, pre: PreCut, judge: Judge) -> list[Finding]:
+    """Recovery machine on the capture, mount, `judge`, unmount, fsck, poweroff."""
+    findings: list[Finding] = []
+    recovery: dict[str, Any] = {"mounted": None, "fsck_clean": None}
+    run.result.metrics["recovery"] = recovery
+    with run.machine("recovery", [pre.captures[0].path], plan.fs) as machine:
+        with run.phase("recovery_boot" if machine.incoming is None else "recovery_restore"):
+            run.maker.bring_up(machine)
+        with run.phase("recovery_mount"):
+            device, mounted = mount_recovered(machine, plan.fs, plan.dax)
+        if mounted.timed_out:
+            raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
+        recovery["mounted"] = mounted.ok
+        if not mounted.ok:
+            findings.append(Finding("recovery-mount", Verdict.VIOLATION,
+                                    f"the recovered {plan.fs.value} does not mount: {mounted.err_text.strip()}",
+                                    {"device": device, "exit_code": mounted.exit_code}))
+        else:
+            findings.append(Finding("recovery-mount", Verdict.PASS,
+                                    f"the recovered {plan.fs.value} mounts with dax={plan.dax.value}"))
+            with run.phase("judge"):
+                findings += judge(machine, pmem.MOUNTPOINT)
+                pmem.umount(machine.agent)
+        if run.hooks.oracle("fsck"):
             with run.phase("fsck"):
                 fsck_finding, output = run_fsck(machine.agent, plan.fs, device)
                 (run.run_dir / "fsck.txt").write_text(output)
                 recovery["fsck_clean"] = fsck_finding.verdict is Verdict.PASS
                 findings.append(fsck_finding)
-            with run.phase("shutdown"):
-                machine.poweroff(timeout=30)
-        return findings
-
-    def remove_capture(self) -> None:
-        if not self.plan.keep_capture:
-            shutil.rmtree(self.run.run_dir / "capture", ignore_errors=True)
+        with run.phase("shutdown"):
+            machine.poweroff(timeout=30)
+    return findings
 
 
 def wait_for_crash_point(machine: Machine, handle: RunHandle, trigger: CrashTrigger, timeout: float,
-                         what: str | None = None) -> float | None:
+                         what: str | None = None, paused: PausedTime | None = None) -> float | None:
     """Host monotonic time of the crash point, or None if the workload ended first.
 
-    The crash point is the first event `trigger` matches (or its time offset after it, cut short
-    when the workload ends). With no such event within `timeout`, AgentTimeout naming the crash
-    point as `what` (default: the trigger's description).
+    The crash point is the first event `trigger` matches, among all read so far (or its time offset
+    after it, the frozen time of earlier cuts not counted; cut short when the workload ends). With
+    no such event within `timeout`, AgentTimeout naming the crash point as `what` (default: the
+    trigger's description).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -301,16 +347,30 @@ def wait_for_crash_point(machine: Machine, handle: RunHandle, trigger: CrashTrig
                                    f"within {timeout:.0f} s") from None
     if trigger.seconds is None:
         return event.host_time
-    until = event.host_time + trigger.seconds
+    frozen = paused.since(event.host_time) if paused else 0.0
+    until = event.host_time + trigger.seconds + frozen
     while time.monotonic() < until and not handle.done:
         time.sleep(min(0.005, max(0.0, until - time.monotonic())))
     return time.monotonic()
 
 
-def save_events(machine: Machine, run_dir: Path) -> None:
-    """The machine's events so far, one line each, to run_dir/events.log."""
-    lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in machine.events.snapshot()]
+def save_events(events: Sequence[Event], run_dir: Path) -> None:
+    """Events, one line each, to run_dir/events.log."""
+    lines = [f"{e.host_time:.6f} {e.kind} {e.arg} {e.guest_ns}" for e in events]
     (run_dir / "events.log").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def save_output(run_dir: Path, stdout: bytes, stderr: bytes) -> None:
+    (run_dir / "workload.stdout").write_bytes(stdout)
+    if stderr:
+        (run_dir / "workload.stderr").write_bytes(stderr)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode) -> tuple[str, CommandResult]:
@@ -326,22 +386,145 @@ def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode) -> tuple[str
     return device, mounted
 
 
-def run_power_cut(run: GuestRun, plan: CutPlan, pre_cut: Callable[[PreCut], list[Finding]],
-                  judge_for: Callable[[PreCut], Judge]) -> list[Finding]:
-    """The whole flow for a run_guarded body: the pre-cut findings (what the workload reported
-    before the cut) followed by the recovery's (mount, the kind's judge, fsck).
+# -- a power-cut kind's parts, and running them ---------------------------------------------
 
-    The capture is removed on every path unless the plan keeps it.
-    """
-    flow = PowerCutFlow(run, plan)
+@dataclass(frozen=True)
+class PowerCut:
+    """What a power-cut kind gives the pipeline. Each callable gets the case's check and its
+    result's metrics dict to fill."""
+
+    # The workload run for checks that share a workload_key (built from the first), cutting at `triggers`.
+    plan: Callable[[Any, tuple[CrashTrigger, ...]], CutPlan]
+    # Findings from what the host saw before the cut (the workload's output, events, durable set).
+    pre_cut: Callable[[Any, PreCut, dict[str, Any]], list[Finding]]
+    # Findings on the recovered, mounted filesystem.
+    judge: Callable[[Any, PreCut, Machine, str, dict[str, Any]], list[Finding]]
+
+
+RecoveryJob = Callable[[RunHooks], WorkloadResult]  # one case: recover its capture and judge it
+
+
+def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image, accel: AccelVerdict,
+                 run_dirs: Sequence[Path], hooks: RunHooks, workload_dir: Path | None = None) -> list[RecoveryJob]:
+    """Run one workload for `checks` (equal workload_key, one crash point each) and cut at every
+    crash point; returns one recovery job per check, in the order given, to run in any order or
+    in parallel. The workload run's files go to `workload_dir` (default: the first run dir)."""
+    if not checks or len(checks) != len(run_dirs):
+        raise ValueError("cut_workload needs one run directory per check")
+    if len({c.workload_key() for c in checks}) != 1:
+        raise ValueError("checks that share a workload run must have the same workload_key")
+    order = sorted(range(len(checks)), key=lambda i: checks[i].trigger.order())
+    triggers = tuple(checks[i].trigger for i in order)
+    plan = power.plan(checks[order[0]], triggers)
+    workload_dir = workload_dir or run_dirs[0]
+    workload_dir.mkdir(parents=True, exist_ok=True)
+    workload = GuestRun(kind, checks[order[0]], image, accel, workload_dir, hooks)
     try:
-        pre = flow.workload_and_cut()
-        findings = pre_cut(pre)
-        findings += flow.recover_and_judge(judge_for(pre))
-        return findings
-    finally:
-        flow.remove_capture()
+        outcome = run_workload(workload, plan)
+    except BaseException:
+        _remove_captures(workload_dir, plan)
+        raise
+    position = {case: pos for pos, case in enumerate(order)}
+    jobs: list[RecoveryJob] = []
+    for i, (check, run_dir) in enumerate(zip(checks, run_dirs)):
+        jobs.append(_recovery_job(kind, power, plan, check, image, accel, run_dir, workload, outcome,
+                                  position[i], len(checks)))
+    return jobs
 
+
+def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: Image, accel: AccelVerdict,
+                  run_dir: Path, workload: GuestRun, outcome: WorkloadCuts, index: int, cuts: int) -> RecoveryJob:
+    def job(hooks: RunHooks) -> WorkloadResult:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shared = run_dir == workload.run_dir
+        run = workload if shared else GuestRun(kind, check, image, accel, run_dir, hooks)
+        if shared:
+            run.hooks = hooks
+            run.timer.on_phase = hooks.on_phase
+        else:
+            run.consoles.update({k: v for k, v in workload.consoles.items() if k == "ready-snapshot"})
+            run.result.timings = {}
+
+        def body(run: GuestRun) -> list[Finding]:
+            pre = outcome.cuts[index] if index < len(outcome.cuts) else None
+            if pre is None:
+                if outcome.judged is not None:
+                    run.result.metrics["cut"] = {"reached": False, "why": "the kind judged the failed workload"}
+                    return list(outcome.judged)
+                assert outcome.failure is not None
+                run.result.error = str(outcome.failure)
+                if not isinstance(outcome.failure, AgentTimeout):
+                    run.result.status = "failed"
+                return [_failure_at(outcome)]
+            if not shared:
+                _copy_workload_view(workload, outcome, pre, run)
+            if not shared:
+                run.result.timings = dict(pre.timings)
+                run.shared_s = sum(pre.timings.values())
+            run.result.metrics["cut"] = _cut_metrics(pre, cuts, workload.run_dir)
+            findings = power.pre_cut(check, pre, run.result.metrics)
+            try:
+                findings += recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp,
+                                                                                          run.result.metrics))
+            finally:
+                if not plan.keep_capture:
+                    for capture in pre.captures:
+                        capture.path.unlink(missing_ok=True)
+            return findings
+
+        return run_guarded(run, body)
+    return job
+
+
+def _failure_at(outcome: WorkloadCuts) -> Finding:
+    assert outcome.failure is not None
+    where = outcome.failure_phase or "workload"
+    verdict = Verdict.HANG if isinstance(outcome.failure, AgentTimeout) else Verdict.INFRA_ERROR
+    return Finding("deadline" if verdict is Verdict.HANG else "lab", verdict, f"{where}: {outcome.failure}")
+
+
+def _copy_workload_view(workload: GuestRun, outcome: WorkloadCuts, pre: PreCut, run: GuestRun) -> None:
+    """A case that shares a workload run gets its own copy of what the host had seen at its cut:
+    the console up to the freeze (scanned by the kernel-log oracle), the events, the output."""
+    console = run.run_dir / "workload.console.log"
+    try:
+        with outcome.console.open("rb") as src:
+            console.write_bytes(src.read(pre.console_bytes))
+    except OSError:
+        console.write_bytes(b"")
+    run.consoles["workload"] = console
+    save_events(pre.events, run.run_dir)
+    save_output(run.run_dir, pre.stdout, pre.stderr)
+
+
+def _cut_metrics(pre: PreCut, cuts: int, workload_dir: Path) -> dict[str, Any]:
+    cut = pre.cut
+    return {"trigger": pre.trigger.to_dict(), "trigger_text": pre.trigger.describe(),
+            "durable": len(cut.durable), "last_durable": cut.durable[-1] if cut.durable else None,
+            "acked_after_freeze": cut.acked_after_freeze, "freeze_latency_s": cut.freeze_latency_s,
+            "finished_first": pre.finished_first, "cut_index": pre.index, "cuts_in_run": cuts,
+            "workload_dir": str(workload_dir),
+            "captures": [{"path": str(c.path), "method": c.method, "seconds": round(c.seconds, 4),
+                          "data_bytes": c.data_bytes, "size": c.size} for c in pre.captures]}
+
+
+def _remove_captures(workload_dir: Path, plan: CutPlan) -> None:
+    if not plan.keep_capture:
+        shutil.rmtree(workload_dir / "capture", ignore_errors=True)
+
+
+def run_cut_check(kind: str, power: PowerCut, check: Any, image: Image, accel: AccelVerdict, run_dir: Path,
+                  hooks: RunHooks) -> WorkloadResult:
+    """One case alone: a workload run with one cut, then its recovery."""
+    job = cut_workload(kind, power, [check], image, accel, [run_dir], hooks)[0]
+    try:
+        return job(hooks)
+    finally:
+        if not check.keep_capture:
+            shutil.rmtree(run_dir / "capture", ignore_errors=True)
+
+
+# -- reading the recovered files ----------------------------------------------------------
 
 def read_file(machine: Machine, path: str, timeout: float = 120) -> CommandResult | None:
     """`cat path` in the guest; None when the file does not exist."""
@@ -376,3 +559,4 @@ def read_recovered(machine: Machine, path: str) -> RecoveredFile:
     size = file_size(machine, path)
     read = read_file(machine, path) if size is not None else None
     return RecoveredFile(size, read.stdout if read else None, bool(read and read.ok), read.err_text if read else "")
+

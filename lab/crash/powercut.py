@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.crash.capture import Capture, capture_file
+from lab.vm.capture import Capture, capture_file
 from lab.guest.events import EventStream
 from lab.vm.machine import Machine
 

@@ -113,10 +113,15 @@ def verify_dax(agent: AgentClient, mnt: PmemMount) -> bool:
     return dax
 
 
+def mount_verified(agent: AgentClient, fs: Filesystem, device: str, dax: DaxMode) -> PmemMount:
+    """Mount a made filesystem with `dax` and check STATX_ATTR_DAX on a new file."""
+    mnt = mount(agent, fs, device, dax)
+    return replace(mnt, dax_active=verify_dax(agent, mnt))
+
+
 def setup(agent: AgentClient, fs: Filesystem, dax: DaxMode = DaxMode.ALWAYS) -> PmemMount:
     """From a fresh NVDIMM to a mounted, verified filesystem."""
     wait_for_namespace(agent)
     device = create_fsdax(agent)
     mkfs(agent, fs, device)
-    mnt = mount(agent, fs, device, dax)
-    return replace(mnt, dax_active=verify_dax(agent, mnt))
+    return mount_verified(agent, fs, device, dax)

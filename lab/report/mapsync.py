@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lab.crash.mapsync_check import CheckResult
 from lab.oracles.persistence import format_indices
+from lab.runner.guest_run import WorkloadResult
 from lab.ui import UI
 from lab.verdict import Verdict
 
@@ -14,17 +14,22 @@ POWER_CUT_MODEL = ("power-cut model: vCPUs frozen (QMP stop), NVDIMM backing fil
                    "guest RAM is lost. No CPU cache is modelled (eADR semantics): missing flushes are not visible.")
 
 
-def render_result(ui: UI, result: CheckResult) -> None:
-    data = result.to_dict()
+def render_result(ui: UI, result: WorkloadResult) -> None:
+    check, metrics = result.check, result.metrics
+    params = check.get("params", {})
+    cut = metrics.get("cut") or {}
     style = _STYLE[result.verdict]
-    ui.info(f"[bold {style}]{result.verdict.value}[/bold {style}]  {data['fs']} dax={data['dax']} "
-            f"MAP_SYNC={'on' if data['map_sync'] else 'off'} cut {data['crash_point_text']}")
-    if data["mmap"] and not data["mmap"].get("ok", True):
-        ui.info(f"mmap: failed with {data['mmap'].get('errno')}")
-    if result.cut is not None:
-        lost = format_indices(result.lost) if result.lost else "none"
-        ui.info(f"acked before the cut: {data['acked']}   survived: {data['survived']}   lost: {lost}   "
-                f"corrupt: {len(result.corrupt)}   fsck clean: {data['fsck_clean']}")
+    ui.info(f"[bold {style}]{result.verdict.value}[/bold {style}]  {check.get('fs')} dax={check.get('dax')} "
+            f"MAP_SYNC={'on' if params.get('map_sync', True) else 'off'} cut {cut.get('trigger_text', '-')}")
+    mmap = metrics.get("mmap") or {}
+    if mmap and not mmap.get("ok", True):
+        ui.info(f"mmap: failed with {mmap.get('errno')}")
+    persistence = metrics.get("persistence")
+    if persistence is not None:
+        lost = format_indices(persistence["lost"]) if persistence["lost"] else "none"
+        fsck_clean = (metrics.get("recovery") or {}).get("fsck_clean")
+        ui.info(f"acked before the cut: {metrics.get('acked')}   survived: {persistence['survived']}   lost: {lost}   "
+                f"corrupt: {len(persistence['corrupt'])}   fsck clean: {fsck_clean}")
     rows = [[f.oracle, f.verdict.value, f.summary] for f in result.findings]
     ui.table("findings", ["oracle", "verdict", "summary"], rows)
     ui.info("phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))

@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.errors import LabError
 from lab.image.cache import Image
@@ -23,6 +24,21 @@ class MachineShape:
     cpus: int = 2
     memory_mib: int = 1024
     nvdimm_size: int = DEFAULT_NVDIMM_SIZE
+
+
+def shape_dict(shape: MachineShape) -> dict[str, int]:
+    """A check's machine shape as its to_dict() stores it."""
+    return {"cpus": shape.cpus, "memory_mib": shape.memory_mib, "nvdimm_size": shape.nvdimm_size}
+
+
+def shape_from_dict(data: dict[str, Any], defaults: MachineShape | None = None) -> MachineShape:
+    """The inverse of shape_dict: every key required, or, given `defaults`, taken from them where missing."""
+    if defaults is None:
+        return MachineShape(cpus=int(data["cpus"]), memory_mib=int(data["memory_mib"]),
+                            nvdimm_size=int(data["nvdimm_size"]))
+    return MachineShape(cpus=int(data.get("cpus", defaults.cpus)),
+                        memory_mib=int(data.get("memory_mib", defaults.memory_mib)),
+                        nvdimm_size=int(data.get("nvdimm_size", defaults.nvdimm_size)))
 
 
 def ready_timeout(accel: Accel) -> float:

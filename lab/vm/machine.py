@@ -6,24 +6,31 @@
         m.freeze()                        # QMP stop: every vCPU frozen
     # exit: QEMU killed (process group), channels closed, locks released
 
+A machine made with `incoming=STATE` is a clone of a ready snapshot
+(lab/vm/snapshot.py): QEMU starts with `-incoming defer`, and `wait_ready`
+loads the state, resumes the vCPUs and pings the agent instead of waiting for
+a READY that a restored guest never sends again.
+
 States: NEW -> RUNNING <-> PAUSED -> DEAD. Calls made in the wrong state
 raise MachineStateError. Cleanup runs on every exit path and is safe twice.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from lab.errors import AgentClosed, AgentTimeout, LaunchError, MachineStateError
+from lab.errors import AgentClosed, AgentTimeout, LabError, LaunchError, MachineStateError
 from lab.guest.agent import AgentClient, CommandResult
 from lab.guest.events import EventStream
 from lab.vm.media import MediaLock
 from lab.vm.process import OwnedProcess
 from lab.vm.qmp import QmpChannel
+from lab.vm.snapshot import MAX_BANDWIDTH, SnapshotError, migration_caps, wait_migration
 from lab.vm.spec import ChannelFds, MachineSpec, qemu_argv
 
 
@@ -35,9 +42,11 @@ class MachineState(Enum):
 
 
 class Machine:
-    def __init__(self, spec: MachineSpec, workdir: Path) -> None:
+    def __init__(self, spec: MachineSpec, workdir: Path, incoming: Path | None = None) -> None:
         self.spec = spec
         self.workdir = workdir
+        self.incoming = incoming  # a ready snapshot's state file: restore instead of booting
+        self._state_fd: int | None = None
         self.state = MachineState.NEW
         self.process: OwnedProcess | None = None
         self.qmp: QmpChannel | None = None
@@ -62,10 +71,18 @@ class Machine:
                 sock.set_inheritable(True)
             fds = ChannelFds(qmp=theirs[0].fileno(), agent=theirs[1].fileno(), events=theirs[2].fileno())
             argv = qemu_argv(self.spec, fds)
+            passed = [s.fileno() for s in theirs] + [l.fd for l in self._locks if l.fd is not None]
+            if self.incoming is not None:
+                try:
+                    self._state_fd = os.open(self.incoming, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise SnapshotError(f"cannot open the ready snapshot state {self.incoming}: "
+                                        f"{exc.strerror}") from None
+                passed.append(self._state_fd)
+                argv += ["-incoming", "defer"]
             (self.workdir / f"{self.spec.name}.argv").write_text("\n".join(argv) + "\n")
             self.launched_at = time.monotonic()
-            self.process = OwnedProcess(argv, self.workdir / f"{self.spec.name}.qemu.log",
-                                        pass_fds=[s.fileno() for s in theirs] + [l.fd for l in self._locks if l.fd is not None])
+            self.process = OwnedProcess(argv, self.workdir / f"{self.spec.name}.qemu.log", pass_fds=passed)
             for sock in theirs:
                 sock.close()  # QEMU holds them now; ours must not keep the peer alive
             self.state = MachineState.RUNNING
@@ -84,7 +101,10 @@ class Machine:
         return self
 
     def wait_ready(self, timeout: float) -> float:
-        """Wait for the agent's READY; returns seconds from launch to ready."""
+        """Wait for the agent's READY (or, for a clone, restore it and ping the agent); returns
+        seconds from launch to ready."""
+        if self.incoming is not None:
+            return self._restore(timeout)
         agent = self.agent
         deadline = time.monotonic() + timeout
         while True:
@@ -106,6 +126,64 @@ class Machine:
         self.ready_at = time.monotonic()
         assert self.launched_at is not None
         return self.ready_at - self.launched_at
+
+    def _restore(self, timeout: float) -> float:
+        """Load the ready snapshot's state, resume, and ping the agent."""
+        assert self.qmp is not None and self.process is not None and self._state_fd is not None
+        deadline = time.monotonic() + timeout
+        try:
+            migration_caps(self._qmp)
+            self._qmp("migrate-incoming", {"uri": f"fd:{self._state_fd}"})
+            wait_migration(lambda: self._qmp("query-migrate"), f"restoring {self.incoming}",
+                           max(1.0, deadline - time.monotonic()))
+            status = self._qmp("query-status")
+            if status.get("status") != "paused":  # the source was saved paused: so must the clone be
+                raise SnapshotError(f"machine {self.spec.name!r} is {status.get('status')!r} after loading "
+                                    f"{self.incoming}, not paused")
+            self._qmp("cont")
+        except LabError as exc:
+            code = self.process.wait(1.0)
+            if code is not None:  # QEMU exits when a load fails: its own words say why
+                self.state = MachineState.DEAD
+                raise LaunchError(f"QEMU for machine {self.spec.name!r} could not load the ready snapshot "
+                                  f"{self.incoming}", self.process.argv, code, self.process.output()) from None
+            raise SnapshotError(f"machine {self.spec.name!r}: restoring {self.incoming} failed: {exc}") from None
+        finally:
+            os.close(self._state_fd)
+            self._state_fd = None
+        self.agent.ping(timeout=max(1.0, deadline - time.monotonic()))
+        self.ready_at = time.monotonic()
+        assert self.launched_at is not None
+        return self.ready_at - self.launched_at
+
+    def save_state(self, dest: Path, timeout: float = 120.0) -> float:
+        """Freeze the machine and write its device+RAM state (NVDIMMs excluded) to `dest`, which must
+        not exist; the machine stays paused. Returns the seconds the save took. On failure `dest` is
+        removed."""
+        assert self.qmp is not None
+        if self.state is MachineState.RUNNING:
+            self.freeze()
+        self._require(MachineState.PAUSED)
+        started = time.monotonic()
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            migration_caps(self._qmp)
+            self._qmp("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH})
+            self.qmp.send_fd(fd, "pmemlab-state")
+            self._qmp("migrate", {"uri": "fd:pmemlab-state"})
+            wait_migration(lambda: self._qmp("query-migrate"), f"saving the state of {self.spec.name!r} to {dest}",
+                           timeout)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            dest.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return time.monotonic() - started
+
+    def _qmp(self, command: str, args: dict[str, object] | None = None) -> Any:
+        assert self.qmp is not None
+        return self.qmp.execute(command, args, timeout=30.0)
 
     def _check_alive(self) -> None:
         assert self.process is not None
@@ -167,6 +245,9 @@ class Machine:
             self._agent.close()
         for sock in self._sockets:
             sock.close()
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
         for lock in self._locks:
             lock.release()
         self._locks = []

@@ -46,6 +46,13 @@ class QmpChannel:
     def execute(self, command: str, args: dict[str, object] | None = None, timeout: float = 10.0) -> object:
         return self._call(self._client.execute(command, args), timeout, command)
 
+    def send_fd(self, fd: int, name: str, timeout: float = 10.0) -> None:
+        """Hand QEMU a file descriptor over the QMP socket (SCM_RIGHTS) under `name` (QMP getfd)."""
+        async def send() -> None:
+            self._client.send_fd_scm(fd)
+            await self._client.execute("getfd", {"fdname": name})
+        self._call(send(), timeout, "getfd")
+
     def close(self) -> None:
         """Disconnect and stop the loop thread; safe to call twice."""
         if self._closed:

@@ -104,6 +104,8 @@ def qemu_argv(spec: MachineSpec, fds: ChannelFds) -> list[str]:
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,fd={fds.qmp}",
         "-mon", "chardev=qmp,mode=control",
+        # A fresh generation id per process: clones of one ready snapshot must not share RNG state (KVM).
+        "-device", "vmgenid,guid=auto",
         "-device", "virtio-serial-pci,id=vser0",
         "-chardev", f"socket,id=agent,fd={fds.agent}",
         "-device", "virtserialport,bus=vser0.0,chardev=agent,name=pmemlab.agent",

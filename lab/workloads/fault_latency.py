@@ -39,8 +39,9 @@ from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
-from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
-                                 require_kind, run_guarded, shape_dict, shape_from_dict, stderr_tail)
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, require_kind, stderr_tail
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "fault-latency"
 HELPER = "faultlat"

@@ -1,38 +1,68 @@
-"""The `mapsync` guest helper's parameters and command line (source: images/guest/mapsync.c)."""
+"""The `mapsync` guest helper's parameters and command line (source: images/guest/mapsync.c).
+
+One params model serves scenarios ([workload] / [matrix]), the command line
+(`pmemlab run mapsync`) and stored cases: every rule is checked here, once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from lab.errors import ConfigError
-from lab.oracles.records import RecordLayout
+from lab.oracles.records import MIN_RECORD_SIZE, PAGE_SIZE as PAGE, RecordLayout
 
-PAGE = 4096
 WORKLOAD_FILE = "mapsync.dat"
 
+Records = Annotated[int, Field(ge=1)]
+RecordSize = Annotated[int, Field(ge=MIN_RECORD_SIZE, le=PAGE, multiple_of=8)]
+PerPage = Annotated[int, Field(ge=1, le=PAGE // MIN_RECORD_SIZE)]
+DelayUs = Annotated[int, Field(ge=0)]
 
-@dataclass(frozen=True)
-class MapsyncParams:
-    records: int = 100
-    record_size: int = 64
-    records_per_page: int = 1
-    prealloc: bool = False  # fallocate (blocks exist) vs ftruncate (every first store allocates)
+
+class MapsyncParams(BaseModel):
+    """What the mapsync workload writes. Per-field constraints sit in the annotations, so every
+    [matrix] value is checked against them too; cross-field rules are checked per cell."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    records: Records = 100
+    record_size: RecordSize = 64
+    records_per_page: PerPage = 1
+    prealloc: bool = False  # fallocate (blocks exist, unwritten) vs ftruncate (every first store allocates)
     map_sync: bool = True  # MAP_SHARED_VALIDATE|MAP_SYNC vs plain MAP_SHARED (the negative control)
-    file_size: int | None = None
-    delay_us: int = 0
+    delay_us: DelayUs = 0
+    file_size: int | None = Field(default=None, ge=1)  # default: just big enough for the records
 
-    def __post_init__(self) -> None:
-        if self.records <= 0:
-            raise ConfigError(f"--records must be at least 1, got {self.records}")
-        if self.record_size < 64 or self.record_size % 8 or self.record_size > PAGE:
-            raise ConfigError(f"--record-size must be a multiple of 8 in 64..{PAGE}, got {self.record_size}")
-        if self.records_per_page < 1 or self.records_per_page * self.record_size > PAGE:
-            raise ConfigError(f"--records-per-page {self.records_per_page} x --record-size {self.record_size} "
-                              f"must fit in a {PAGE}-byte page")
-        if self.file_size is not None and self.file_size < self.needed_size:
-            raise ConfigError(f"--file-size {self.file_size} is too small for {self.records} records "
-                              f"(needs {self.needed_size})")
+    @field_validator("records_per_page")
+    @classmethod
+    def _records_fit_a_page(cls, per_page: int, info: ValidationInfo) -> int:
+        size = info.data.get("record_size")  # absent when record_size itself was invalid
+        if size is not None and per_page * size > PAGE:
+            raise ValueError(f"records_per_page = {per_page} x record_size = {size} is {per_page * size} bytes, "
+                             f"more than a {PAGE}-byte page")
+        return per_page
+
+    @field_validator("file_size")
+    @classmethod
+    def _file_holds_records(cls, file_size: int | None, info: ValidationInfo) -> int | None:
+        records, per_page = info.data.get("records"), info.data.get("records_per_page")
+        if file_size is not None and records is not None and per_page is not None:
+            needed = -(-records // per_page) * PAGE
+            if file_size < needed:
+                raise ValueError(f"file_size = {file_size} is too small for {records} records (needs {needed})")
+        return file_size
+
+    @classmethod
+    def from_options(cls, **values: Any) -> MapsyncParams:
+        """From command-line options: a ConfigError naming the option instead of a ValidationError."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            name = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "options"
+            raise ConfigError(f"{name}: {problem['msg']}") from None
 
     @property
     def layout(self) -> RecordLayout:
@@ -54,6 +84,3 @@ class MapsyncParams:
         if self.delay_us:
             argv += ["--delay-us", str(self.delay_us)]
         return argv
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -50,8 +50,9 @@ from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
-from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
-                                 run_guarded, shape_dict, shape_from_dict)
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "mapsync-contract"
 HELPER = "mmapcontract"

@@ -39,8 +39,9 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.spec import ShareSpec
-from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
-                                 run_guarded, shape_dict, shape_from_dict)
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "ninep-mmap"
 HELPER = "ninepmmap"

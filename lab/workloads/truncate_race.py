@@ -24,19 +24,19 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.crash.cut_flow import CutCheck, CutPlan, Judge, PreCut, read_recovered, run_power_cut
+from lab.crash.cut_flow import CrashTrigger, CutCheck, CutPlan, PowerCut, PreCut, read_recovered, run_cut_check
 from lab.errors import ConfigError
 from lab.guest.pmem import PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
+from lab.oracles.records import PAGE_SIZE as PAGE
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.machine import Machine
-from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
-                                 run_guarded)
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
+from lab.runner.guest_run import RunHooks, WorkloadResult
 
 NAME = "truncate-fault-race"
-PAGE = 4096
 WORKLOAD_FILE = "truncrace.dat"
 START_MARK = "running"
 STALE_MARK = "stale"
@@ -159,28 +159,32 @@ def judge_file(size: int | None, data: bytes | None, read_ok: bool, pages: int, 
 
 # -- running -------------------------------------------------------------------------------
 
-def run(check: TruncateRaceCheck, image: Image, accel: AccelVerdict, run_dir: Path,
-        hooks: RunHooks) -> WorkloadResult:
-    guest = GuestRun(NAME, check, image, accel, run_dir, hooks)
-
+def _plan(check: TruncateRaceCheck, triggers: tuple[CrashTrigger, ...]) -> CutPlan:
     def argv(mnt: PmemMount) -> list[str]:
         return check.params.argv(f"{mnt.mountpoint}/{WORKLOAD_FILE}", check.seed)
+    return CutPlan(check.fs, check.dax, argv, triggers, workload_timeout=check.params.seconds + 120.0,
+                   keep_capture=check.keep_capture)
 
-    def pre_cut(pre: PreCut) -> list[Finding]:
-        findings, metrics = pre_cut_findings(pre.stdout, pre.marks())
-        guest.result.metrics["race"] = metrics
-        return findings
 
-    def judge_for(pre: PreCut) -> Judge:
-        def judge(machine: Machine, mountpoint: str) -> list[Finding]:
-            recovered = read_recovered(machine, f"{mountpoint}/{WORKLOAD_FILE}")
-            guest.result.metrics["recovered_size"] = recovered.size
-            return [judge_file(recovered.size, recovered.data, recovered.read_ok, check.params.pages, recovered.err)]
-        return judge
+def _pre_cut(check: TruncateRaceCheck, pre: PreCut, metrics: dict[str, Any]) -> list[Finding]:
+    findings, race = pre_cut_findings(pre.stdout, pre.marks())
+    metrics["race"] = race
+    return findings
 
-    plan = CutPlan(check.fs, check.dax, argv, check.trigger,
-                   workload_timeout=check.params.seconds + 120.0, keep_capture=check.keep_capture)
-    return run_guarded(guest, lambda g: run_power_cut(g, plan, pre_cut, judge_for))
+
+def _judge(check: TruncateRaceCheck, pre: PreCut, machine: Machine, mountpoint: str,
+           metrics: dict[str, Any]) -> list[Finding]:
+    recovered = read_recovered(machine, f"{mountpoint}/{WORKLOAD_FILE}")
+    metrics["recovered_size"] = recovered.size
+    return [judge_file(recovered.size, recovered.data, recovered.read_ok, check.params.pages, recovered.err)]
+
+
+POWER_CUT = PowerCut(plan=_plan, pre_cut=_pre_cut, judge=_judge)
+
+
+def run(check: TruncateRaceCheck, image: Image, accel: AccelVerdict, run_dir: Path,
+        hooks: RunHooks) -> WorkloadResult:
+    return run_cut_check(NAME, POWER_CUT, check, image, accel, run_dir, hooks)
 
 
 KIND = WorkloadKind(
@@ -192,4 +196,5 @@ KIND = WorkloadKind(
     check_from_dict=check_from_dict,
     run=run,
     ack_count=None,
+    power_cut=POWER_CUT,
 )

@@ -26,19 +26,19 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lab.crash.cut_flow import CutCheck, CutPlan, Judge, PreCut, read_recovered, run_power_cut
+from lab.crash.cut_flow import CrashTrigger, CutCheck, CutPlan, PowerCut, PreCut, read_recovered, run_cut_check
 from lab.errors import ConfigError
 from lab.guest.pmem import PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
+from lab.oracles.records import PAGE_SIZE as PAGE
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.machine import Machine
-from lab.workloads.base import (CheckSpec, GuestRun, RunHooks, WorkloadKind, WorkloadResult, json_lines, params_as,
-                                 run_guarded)
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
+from lab.runner.guest_run import RunHooks, WorkloadResult
 
 NAME = "unwritten-extents"
-PAGE = 4096
 RECORD = 128
 FILL_WORD = b"PMSTALE!"  # unwritten.c's FILL_WORD in memory order
 REC_MAGIC = b"UNWREC01"
@@ -257,28 +257,32 @@ def pre_cut_findings(stdout: bytes, marks: list[str], params: UnwrittenParams) -
 
 # -- running -------------------------------------------------------------------------------
 
-def run(check: UnwrittenCheck, image: Image, accel: AccelVerdict, run_dir: Path, hooks: RunHooks) -> WorkloadResult:
-    guest = GuestRun(NAME, check, image, accel, run_dir, hooks)
-
+def _plan(check: UnwrittenCheck, triggers: tuple[CrashTrigger, ...]) -> CutPlan:
     def argv(mnt: PmemMount) -> list[str]:
         return check.params.argv(f"{mnt.mountpoint}/{WORKLOAD_FILE}", f"{mnt.mountpoint}/{FILL_FILE}")
+    return CutPlan(check.fs, check.dax, argv, triggers, keep_capture=check.keep_capture)
 
-    def pre_cut(pre: PreCut) -> list[Finding]:
-        findings, metrics = pre_cut_findings(pre.stdout, pre.marks(), check.params)
-        guest.result.metrics["workload"] = metrics
-        return findings
 
-    def judge_for(pre: PreCut) -> Judge:
-        def judge(machine: Machine, mountpoint: str) -> list[Finding]:
-            recovered = read_recovered(machine, f"{mountpoint}/{WORKLOAD_FILE}")
-            findings, metrics = recovery_findings(recovered.size, recovered.data, recovered.read_ok, check.params,
-                                                  pre.durable, recovered.err)
-            guest.result.metrics["recovered"] = metrics
-            return findings
-        return judge
+def _pre_cut(check: UnwrittenCheck, pre: PreCut, metrics: dict[str, Any]) -> list[Finding]:
+    findings, workload = pre_cut_findings(pre.stdout, pre.marks(), check.params)
+    metrics["workload"] = workload
+    return findings
 
-    plan = CutPlan(check.fs, check.dax, argv, check.trigger, keep_capture=check.keep_capture)
-    return run_guarded(guest, lambda g: run_power_cut(g, plan, pre_cut, judge_for))
+
+def _judge(check: UnwrittenCheck, pre: PreCut, machine: Machine, mountpoint: str,
+           metrics: dict[str, Any]) -> list[Finding]:
+    recovered = read_recovered(machine, f"{mountpoint}/{WORKLOAD_FILE}")
+    findings, recovered_metrics = recovery_findings(recovered.size, recovered.data, recovered.read_ok, check.params,
+                                                    pre.durable, recovered.err)
+    metrics["recovered"] = recovered_metrics
+    return findings
+
+
+POWER_CUT = PowerCut(plan=_plan, pre_cut=_pre_cut, judge=_judge)
+
+
+def run(check: UnwrittenCheck, image: Image, accel: AccelVerdict, run_dir: Path, hooks: RunHooks) -> WorkloadResult:
+    return run_cut_check(NAME, POWER_CUT, check, image, accel, run_dir, hooks)
 
 
 KIND = WorkloadKind(
@@ -290,4 +294,5 @@ KIND = WorkloadKind(
     check_from_dict=check_from_dict,
     run=run,
     ack_count=lambda params: int(getattr(params, "blocks")),
+    power_cut=POWER_CUT,
 )

@@ -18,7 +18,8 @@ from lab.report import latency
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, RunHooks, WorkloadResult
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.workloads.fault_latency import KIND, FaultLatencyParams
 
 PAGES = 64

@@ -19,7 +19,8 @@ from lab.verdict import Verdict, combine
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.workloads import mmap_contract as mc
-from lab.workloads.base import CheckSpec, RunHooks
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks
 from lab.workloads.catalog import get_kind
 
 S, E = mc.SUCCESS, mc.EOPNOTSUPP

@@ -11,7 +11,8 @@ from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.workloads import ninep_mmap as nm
-from lab.workloads.base import CheckSpec, RunHooks
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks
 from lab.workloads.catalog import get_kind
 
 

@@ -12,7 +12,8 @@ from lab.image.cache import Image
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, RunHooks
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks
 from lab.workloads.self_write import KIND, SelfWriteParams
 
 

@@ -14,7 +14,8 @@ from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.workloads import truncate_race as tr
-from lab.workloads.base import CheckSpec, RunHooks
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks
 
 
 def test_race_cut_mid_run_recovers_clean(image: Image, accel: AccelVerdict, run_dir: Path) -> None:

@@ -13,7 +13,8 @@ from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.workloads import unwritten_extents as uw
-from lab.workloads.base import CheckSpec, RunHooks, WorkloadResult
+from lab.workloads.base import CheckSpec
+from lab.runner.guest_run import RunHooks, WorkloadResult
 
 BLOCKS, CUT = 32, 8  # ext4 serves files of <= 16 blocks from per-CPU preallocations the fill never touched
 

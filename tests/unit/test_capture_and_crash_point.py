@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.crash.capture import capture_file
+from lab.vm.capture import capture_file
 from lab.crash.point import CrashPoint
 from lab.errors import CaptureError, ConfigError, MediaBusyError
 from lab.vm.media import MediaLock, create_sparse
@@ -49,8 +49,8 @@ def test_disk_full_leaves_no_partial_capture(tmp_path: Path, monkeypatch: pytest
     def full(*_: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("lab.crash.capture.fcntl.ioctl", full)
-    monkeypatch.setattr("lab.crash.capture.os.copy_file_range", full)
+    monkeypatch.setattr("lab.vm.capture.fcntl.ioctl", full)
+    monkeypatch.setattr("lab.vm.capture.os.copy_file_range", full)
     dest = tmp_path / "cap" / "a.img"
     with pytest.raises(CaptureError, match="No space left on device"):
         capture_file(src, dest)

@@ -20,7 +20,7 @@ from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
 from lab.workloads.mapsync import MapsyncParams
-from lab.workloads.mapsync_kind import MapsyncScenarioParams
+from lab.workloads.mapsync import MapsyncParams as MapsyncScenarioParams
 
 SCENARIOS = REPO_ROOT / "scenarios"
 
@@ -88,10 +88,10 @@ def test_smoke_expands_to_its_two_cases() -> None:
     assert (first.scenario, first.scenario_hash, first.image) == ("smoke", scenario.content_hash, "debian12-pmem")
     assert first.cell == {"fs": "ext4", "map_sync": True}
     assert first.check.fs is Filesystem.EXT4 and first.check.dax is DaxMode.ALWAYS
-    assert first.check.workload == MapsyncParams(records=40, map_sync=True, prealloc=False)
+    assert first.check.params == MapsyncParams(records=40, map_sync=True, prealloc=False)
     assert first.check.crash == CrashPoint(after_ack=20)
     assert first.check.shape == MachineShape()
-    assert cases[1].check.workload.map_sync is False
+    assert cases[1].check.params.map_sync is False
 
 
 def test_shipped_mapsync_expands_to_eight_cases() -> None:
@@ -100,7 +100,7 @@ def test_shipped_mapsync_expands_to_eight_cases() -> None:
     assert [c.cell_key for c in cases if c.expect is Verdict.VIOLATION] == [
         "fs=ext4 map_sync=false prealloc=false", "fs=ext4 map_sync=false prealloc=true",
         "fs=xfs map_sync=false prealloc=false", "fs=xfs map_sync=false prealloc=true"]
-    assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.workload.records == 100 for c in cases)
+    assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.params.records == 100 for c in cases)
 
 
 def test_order_cells_then_repeats_then_crash_points(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_case_fields_come_from_machine_workload_cell_and_oracles(tmp_path: Path)
     assert case.oracles == {"persistence": True, "fsck": False, "kernel_log": True}
     assert case.check.shape == MachineShape(cpus=1, memory_mib=512, nvdimm_size=128 * MIB)
     assert case.check.dax is DaxMode.ALWAYS and case.check.fs is Filesystem.EXT4
-    assert case.check.workload == MapsyncParams(records=50, record_size=128, records_per_page=2, map_sync=False,
+    assert case.check.params == MapsyncParams(records=50, record_size=128, records_per_page=2, map_sync=False,
                                                 delay_us=5)
 
 
@@ -197,7 +197,7 @@ def test_format_2_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
     data = case.to_dict()
     assert CASE_FORMAT == 2 and data["format"] == 2 and data["workload"] == "mapsync" == case.workload
     assert data["params"] == {"records": 50, "record_size": 128, "records_per_page": 2, "prealloc": False,
-                              "map_sync": False, "delay_us": 5}
+                              "map_sync": False, "delay_us": 5, "file_size": None}
     assert case.params == MapsyncScenarioParams(**data["params"])
     assert data["check"] == case.check.to_dict() and case.crash == case.check.crash
 
@@ -205,8 +205,15 @@ def test_format_2_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
 def test_format_1_records_still_read_as_mapsync(tmp_path: Path) -> None:
     for case in wide(tmp_path, "random_ack"):
         old = {k: v for k, v in case.to_dict().items() if k not in ("workload", "params")}
-        old["format"] = 1  # what the lab stored before workload kinds
-        assert Case.from_dict(json.loads(json.dumps(old))) == case
+        old["format"] = 1  # what the lab stored before workload kinds: mapsync checks with a "workload" dict
+        check = case.check.to_dict()
+        old["check"] = {"fs": check["fs"], "dax": check["dax"], "workload": check["params"], "crash": check["crash"],
+                        "cpus": check["cpus"], "memory_mib": check["memory_mib"], "nvdimm_size": check["nvdimm_size"]}
+        read = Case.from_dict(json.loads(json.dumps(old)))
+        assert (read.id, read.cell, read.params, read.expect, read.seed) == (case.id, case.cell, case.params,
+                                                                              case.expect, case.seed)
+        assert (read.check.params, read.check.crash, read.check.shape) == (case.check.params, case.check.crash,
+                                                                           case.check.shape)
 
 
 @pytest.mark.parametrize("strategy", CRASHES)

@@ -26,7 +26,8 @@ from lab.scenario import CELL_KEYS, load_scenario, matrix_keys, parse_scenario
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.workloads import catalog
-from lab.workloads.base import CheckSpec, RunHooks, WorkloadKind, WorkloadResult
+from lab.workloads.base import CheckSpec, WorkloadKind
+from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.workloads.catalog import get_kind
 
 

@@ -1,4 +1,4 @@
-"""Capture the media of a frozen machine: a sparse-aware copy, reflinked where possible.
+"""Copy media files: captures of a frozen machine and copies of a template, sparse-aware, reflinked where possible.
 
 The NVDIMM backing file is mapped MAP_SHARED by QEMU, so the host page cache
 holds exactly what the guest stored; with every vCPU stopped nothing changes

@@ -1,0 +1,189 @@
+"""One check's run on lab machines: phases, machines, consoles, and the result every kind returns.
+
+`GuestRun` hands a kind its machines (restored from a ready snapshot, or
+booted cold: lab/runner/machines.py) and records what the kernel-log oracle
+scans; `run_guarded` runs a kind's body and turns whatever happens into a
+verdict, writing result.json on every path: a passed deadline is HANG, a lab
+failure INFRA-ERROR, a kernel problem on any console KERNEL-BUG.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+from lab.errors import AgentTimeout, LabError
+from lab.guest.pmem import DaxMode, Filesystem, PmemMount
+from lab.image.cache import Image
+from lab.oracles.finding import Finding
+from lab.oracles.kernel_log import check_consoles
+from lab.runner.machines import BootMode, MachineMaker
+from lab.runner.phases import PhaseTimer
+from lab.runs import write_json
+from lab.verdict import Verdict, combine
+from lab.vm.accel import AccelVerdict
+from lab.vm.boot import MachineShape
+from lab.vm.machine import Machine
+from lab.vm.spec import ShareSpec
+
+ORACLES = ("persistence", "fsck", "kernel_log")  # what a scenario's [oracles] may switch off
+
+
+@dataclass
+class RunHooks:
+    """What a caller gives a run besides the check: how it is followed (messages, phase changes, each
+    machine as it is made, so Ctrl-C can destroy them at once), how its machines start, and which
+    oracles judge it."""
+
+    progress: Callable[[str], None] = lambda _: None
+    on_phase: Callable[[str], None] = lambda _: None
+    on_machine: Callable[[Machine], None] = lambda _: None
+    boot: BootMode = BootMode.SNAPSHOT
+    oracles: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ORACLES, True))
+
+    def oracle(self, name: str) -> bool:
+        return self.oracles.get(name, True)
+
+
+class Check(Protocol):
+    """One case's fully specified run: pure data."""
+
+    @property
+    def shape(self) -> MachineShape: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class WorkloadResult:
+    """The outcome of one check of any kind: findings, metrics, timings, verdict."""
+
+    kind: str
+    check: dict[str, Any]
+    run_dir: Path
+    image_id: str
+    kernel_version: str
+    accelerator: str
+    boot: str = BootMode.SNAPSHOT.value
+    verdict: Verdict = Verdict.INFRA_ERROR
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)  # kind-specific measurements (tables, errnos, counts)
+    kernel_problems: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    status: str = "complete"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "verdict": self.verdict.value, "status": self.status, "error": self.error,
+                "findings": [f.to_dict() for f in self.findings], "metrics": self.metrics,
+                "kernel_problems": self.kernel_problems, "timings": self.timings, "check": self.check,
+                "run_dir": str(self.run_dir), "image_id": self.image_id, "kernel_version": self.kernel_version,
+                "accelerator": self.accelerator, "boot": self.boot}
+
+
+class GuestRun:
+    """Shared pieces for a kind's run: phases, machines on fresh media, consoles to scan."""
+
+    def __init__(self, kind: str, check: Check, image: Image, accel: AccelVerdict, run_dir: Path,
+                 hooks: RunHooks) -> None:
+        self.check = check
+        self.image = image
+        self.accel = accel
+        self.run_dir = run_dir
+        self.hooks = hooks
+        self.timer = PhaseTimer(hooks.on_phase)
+        self.consoles: dict[str, Path] = {}
+        self.shared_s = 0.0  # seconds of a shared workload run this case stands on (counted in its total)
+        self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot)
+        self.result = WorkloadResult(kind, check.to_dict(), run_dir, image.id, image.kernel_version,
+                                     accel.accel.value, boot=hooks.boot.value)
+
+    def phase(self, name: str) -> Any:
+        return self.timer.phase(name)
+
+    def machine(self, name: str, media: Sequence[Path], fs: Filesystem | None = None,
+                shares: Sequence[ShareSpec] = ()) -> Machine:
+        """A machine (not yet launched) on `media`: restored from the ready snapshot prepared for `fs`
+        (the media must descend from that snapshot's template), or cold."""
+        machine = self.maker.machine(name, self.run_dir, media, fs, shares)
+        ready = self.maker.ready_console(fs, shares)
+        if ready is not None:
+            self.consoles["ready-snapshot"] = ready
+        self.consoles[name] = machine.spec.console_log
+        self.hooks.on_machine(machine)
+        return machine
+
+    def fresh_media(self, fs: Filesystem | None = None, name: str = "nvdimm0.img",
+                    shares: Sequence[ShareSpec] = ()) -> Path:
+        """A new NVDIMM backing file for a machine made with the same `fs` (and shares)."""
+        return self.maker.fresh_media(self.run_dir / name, fs, shares)
+
+    def bring_up(self, machine: Machine) -> float:
+        """Boot or restore `machine` to an answering agent, timed as phase boot or restore."""
+        with self.phase("boot" if machine.incoming is None else "restore"):
+            return self.maker.bring_up(machine)
+
+    def setup(self, machine: Machine, fs: Filesystem, dax: DaxMode) -> PmemMount:
+        with self.phase("setup"):
+            return self.maker.setup(machine, fs, dax)
+
+    @contextmanager
+    def pmem_machine(self, fs: Filesystem, dax: DaxMode, name: str = "guest",
+                     shares: Sequence[ShareSpec] = ()) -> Iterator[tuple[Machine, PmemMount]]:
+        """A running machine with its NVDIMM's filesystem mounted with `dax` and DAX verified."""
+        with self.machine(name, [self.fresh_media(fs, shares=shares)], fs, shares) as machine:
+            self.bring_up(machine)
+            mnt = self.setup(machine, fs, dax)
+            yield machine, mnt
+            with self.phase("shutdown"):
+                machine.poweroff(timeout=30)
+
+
+def run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> WorkloadResult:
+    """Run `body`, map failures to verdicts (deadline: HANG, lab error: INFRA-ERROR), add the
+    kernel-log oracle, write result.json on every path. Ctrl-C is recorded and re-raised."""
+    result = run.result
+    findings: list[Finding] = []
+    started = run.timer.started
+    write_json(run.run_dir / "result.json", {**result.to_dict(), "status": "running"})
+    try:
+        findings += body(run)
+    except AgentTimeout as exc:
+        findings.append(failure_finding(run, exc))
+        result.error = str(exc)
+    except LabError as exc:
+        findings.append(failure_finding(run, exc))
+        result.error, result.status = str(exc), "failed"
+    except BaseException as exc:
+        result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+        result.error = f"{type(exc).__name__}: {exc}"
+        finish(run, findings, started)
+        raise
+    finish(run, findings, started)
+    return result
+
+
+def failure_finding(run: GuestRun, exc: LabError) -> Finding:
+    """A passed deadline is HANG; any other lab error INFRA-ERROR; both name the phase they hit."""
+    where = run.timer.current or "run"
+    if isinstance(exc, AgentTimeout):
+        return Finding("deadline", Verdict.HANG, f"{where}: {exc}")
+    return Finding("lab", Verdict.INFRA_ERROR, f"{where}: {exc}")
+
+
+def finish(run: GuestRun, findings: list[Finding], started: float) -> None:
+    """Add the kernel-log oracle, combine the verdict, write result.json."""
+    result = run.result
+    if run.hooks.oracle("kernel_log"):
+        kernel_finding, problems = check_consoles(run.consoles)
+        result.kernel_problems = problems
+        findings = findings + [kernel_finding]
+    result.findings = findings
+    result.verdict = combine(f.verdict for f in result.findings)
+    if result.status in ("failed", "interrupted"):
+        result.verdict = combine([result.verdict, Verdict.INFRA_ERROR])
+    result.timings = {**run.timer.timings, **result.timings, "total": round(time.monotonic() - started + run.shared_s, 3)}
+    write_json(run.run_dir / "result.json", result.to_dict())

@@ -1,0 +1,215 @@
+"""Lab machines for a run: restored from a ready snapshot (the default) or booted cold.
+
+A ready snapshot is a machine booted to agent-ready with its modules loaded
+and, for a filesystem, the fsdax namespace created and the filesystem made on
+a template NVDIMM - then unmounted, caches dropped, and saved without the
+NVDIMM content (lab/vm/snapshot.py). A workload machine is restored on a
+sparse copy of the template media and only mounts; a recovery machine is
+restored on the capture, which descends from the same template, so the
+guest's view of the namespace (kept in RAM) still matches the media, and the
+mount replays the journal from what the capture holds.
+
+`--cold-boot` keeps the path without snapshots: fresh media, a full boot,
+namespace + mkfs + mount. Verdicts must not depend on the path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from lab.vm.capture import capture_file
+from lab.errors import GuestError
+from lab.guest import pmem
+from lab.guest.pmem import DaxMode, Filesystem, PmemMount
+from lab.image.cache import Image
+from lab.paths import cache_dir
+from lab.vm.boot import MachineShape, lab_spec, ready_timeout
+from lab.vm.machine import Machine
+from lab.vm.media import create_sparse
+from lab.vm.snapshot import (ReadySnapshot, SnapshotError, load_snapshot, snapshot_inputs, snapshot_key,
+                             write_manifest)
+from lab.vm.spec import Accel, MachineSpec, ShareSpec
+
+log = logging.getLogger(__name__)
+
+RESTORE_TIMEOUT_S = 60.0
+BUILD_LOCK_TIMEOUT_S = 600.0  # another process building the same snapshot: a cold boot + mkfs under TCG
+READY_CONSOLE = "ready.console.log"
+DROP_CACHES = "sync; echo 3 > /proc/sys/vm/drop_caches; blockdev --flushbufs {device}"
+
+
+class BootMode(str, Enum):
+    SNAPSHOT = "snapshot"  # restore a ready snapshot (default)
+    COLD = "cold"  # boot from scratch, as a cold machine does
+
+
+def snapshots_dir() -> Path:
+    return cache_dir() / "snapshots"
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    """Which ready snapshot a machine needs."""
+
+    image: Image
+    accel: Accel
+    shape: MachineShape
+    fs: Filesystem | None  # the filesystem made on the template media; None: the raw namespace
+    share_tags: tuple[str, ...] = ()  # virtio-9p devices the machine carries (their paths differ per run)
+
+    def spec_for_key(self) -> MachineSpec:
+        shares = tuple(ShareSpec(Path(f"SHARE{i}"), tag) for i, tag in enumerate(self.share_tags))
+        spec = lab_spec(self.image, "ready", Path("/nonexistent"), [Path("MEDIA0")], self.accel, self.shape)
+        return replace(spec, shares=shares)
+
+    def inputs(self) -> dict[str, object]:
+        prepared = {"fs": self.fs.value if self.fs else None, "mkfs": pmem.MKFS[self.fs] if self.fs else None,
+                    "namespace": "fsdax -M mem" if self.fs else None}
+        return snapshot_inputs(self.spec_for_key(), self.image.id, prepared)
+
+
+_memo: dict[str, ReadySnapshot] = {}  # key -> a checked entry: later lookups in this process skip the disk
+
+
+def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
+    """The cached ready snapshot for `request`, built (once, under a lock) when missing or broken."""
+    inputs = request.inputs()
+    key = snapshot_key(inputs)
+    if key in _memo:
+        return _memo[key]
+    root = snapshots_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    entry = root / key
+    with _build_lock(root / f"{key}.lock"):
+        if entry.exists():
+            try:
+                snap = load_snapshot(entry, key)
+                _memo[key] = snap
+                return snap
+            except SnapshotError as exc:
+                log.warning("%s; rebuilding it", exc)
+                shutil.rmtree(entry, ignore_errors=True)
+        snap = _build(request, inputs, key, entry)
+    _memo[key] = snap
+    return snap
+
+
+def forget(snap: ReadySnapshot) -> None:
+    """Drop a snapshot that failed to restore, so the next request checks (and rebuilds) it."""
+    _memo.pop(snap.key, None)
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + BUILD_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise SnapshotError(f"another process held {path} for {BUILD_LOCK_TIMEOUT_S:.0f} s "
+                                        "(building the same ready snapshot)") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry: Path) -> ReadySnapshot:
+    """Boot, prepare, save into a temporary directory; renamed into place only when complete."""
+    tmp = entry.parent / f".tmp-{key}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        media = tmp / "template.img"
+        create_sparse(media, request.shape.nvdimm_size)
+        spec = lab_spec(request.image, "ready", tmp, [media], request.accel, request.shape)
+        spec = replace(spec, console_log=tmp / READY_CONSOLE,
+                       shares=tuple(ShareSpec(tmp, tag) for tag in request.share_tags))
+        device: str | None = None
+        with Machine(spec, tmp) as machine:
+            machine.wait_ready(ready_timeout(request.accel))
+            pmem.wait_for_namespace(machine.agent)
+            if request.fs is not None:
+                device = pmem.create_fsdax(machine.agent)
+                pmem.mkfs(machine.agent, request.fs, device)
+                # Nothing of the media may stay in guest RAM: a clone reads its own media.
+                machine.run(["sh", "-c", DROP_CACHES.format(device=device)], timeout=60, check=True)
+            save_s = machine.save_state(tmp / "state.bin")
+        write_manifest(tmp, key, inputs, {"device": device, "save_s": round(save_s, 3),
+                                          "build_s": round(time.monotonic() - started, 3)})
+        tmp.rename(entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("ready snapshot %s built in %.1f s (%s)", key, time.monotonic() - started,
+             request.fs.value if request.fs else "raw namespace")
+    return load_snapshot(entry, key)
+
+
+class MachineMaker:
+    """Makes a run's machines in one boot mode, and prepares their filesystem."""
+
+    def __init__(self, image: Image, accel: Accel, shape: MachineShape, boot: BootMode) -> None:
+        self.image = image
+        self.accel = accel
+        self.shape = shape
+        self.boot = boot
+
+    def snapshot(self, fs: Filesystem | None, shares: Sequence[ShareSpec] = ()) -> ReadySnapshot:
+        return ready_snapshot(SnapshotRequest(self.image, self.accel, self.shape, fs,
+                                              tuple(share.tag for share in shares)))
+
+    def fresh_media(self, dest: Path, fs: Filesystem | None, shares: Sequence[ShareSpec] = ()) -> Path:
+        """A workload's NVDIMM: empty (cold), or a sparse copy of the snapshot's template media."""
+        if self.boot is BootMode.COLD:
+            create_sparse(dest, self.shape.nvdimm_size)
+        else:
+            capture_file(self.snapshot(fs, shares).template_media, dest)
+        return dest
+
+    def machine(self, name: str, run_dir: Path, media: Sequence[Path], fs: Filesystem | None,
+                shares: Sequence[ShareSpec] = ()) -> Machine:
+        spec = lab_spec(self.image, name, run_dir, list(media), self.accel, self.shape)
+        if shares:
+            spec = replace(spec, shares=tuple(shares))
+        if self.boot is BootMode.COLD:
+            return Machine(spec, run_dir)
+        return Machine(spec, run_dir, incoming=self.snapshot(fs, shares).state)
+
+    def bring_up(self, machine: Machine) -> float:
+        """Boot (cold) or restore (snapshot) to an answering agent; seconds it took."""
+        if machine.incoming is None:
+            return machine.wait_ready(ready_timeout(self.accel))
+        seconds = machine.wait_ready(RESTORE_TIMEOUT_S)
+        # The guest's wall clock is the template's: set it, so file times and logs read true.
+        machine.run(["date", "-u", "-s", f"@{int(time.time())}"], timeout=10, check=True)
+        return seconds
+
+    def setup(self, machine: Machine, fs: Filesystem, dax: DaxMode) -> PmemMount:
+        """From a brought-up machine to a mounted, DAX-verified filesystem on its NVDIMM."""
+        if machine.incoming is None:
+            return pmem.setup(machine.agent, fs, dax)
+        device = self.snapshot(fs).device
+        if device is None:
+            raise GuestError(f"the ready snapshot for {fs.value} made no filesystem")
+        return pmem.mount_verified(machine.agent, fs, device, dax)
+
+    def ready_console(self, fs: Filesystem | None, shares: Sequence[ShareSpec] = ()) -> Path | None:
+        """The console of the boot the snapshot was saved from: its kernel messages belong to every clone."""
+        if self.boot is BootMode.COLD:
+            return None
+        return self.snapshot(fs, shares).directory / READY_CONSOLE
