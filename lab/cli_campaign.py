@@ -32,7 +32,7 @@ def _progress(ui: UI, total: int, jobs: int) -> Any:
 
 
 def _run_campaign(ui: UI, store: Any, campaign_id: str, cases: list[Any], image_name: str, accel: str,
-                  jobs: int | None, attempts: dict[str, int]) -> None:
+                  jobs: int | None, attempts: dict[str, int], scenario: Any, cold_boot: bool) -> None:
     from contextlib import nullcontext
 
     from lab.campaign import CampaignContext, default_jobs, run_cases
@@ -43,9 +43,14 @@ def _run_campaign(ui: UI, store: Any, campaign_id: str, cases: list[Any], image_
     image = image_cache.resolve(cache_dir(), image_name)
     verdict = resolve_accel(accel, image)
     jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
-    ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir())
+    from lab.cli import boot_mode
+
+    boot = boot_mode(cold_boot or scenario.cold_boot)
+    ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot,
+                          cuts_per_run=scenario.cuts_per_run)
     progress = _progress(ui, len(cases), jobs)
-    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, accelerator {verdict.accel.value}")
+    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, accelerator {verdict.accel.value}, "
+            f"{boot.value} machines")
     store.set_campaign_status(campaign_id, "running")
     try:
         with progress if hasattr(progress, "__enter__") else nullcontext():
@@ -93,8 +98,9 @@ def campaign() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML here.")
 @click.option("--html", type=click.Path(path_type=Path), default=None, help="Write a self-contained HTML report here.")
+@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
 def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                 junit: Path | None, html: Path | None) -> None:
+                 junit: Path | None, html: Path | None, cold_boot: bool) -> None:
     """Expand SCENARIO into cases and run them all."""
     from lab.campaign import new_campaign_id
     from lab.cases import expand
@@ -115,7 +121,7 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
                               scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
                               kernel_version=image.kernel_version, accelerator=accel, jobs=jobs or 0,
                               cases=[c.to_dict() for c in cases])
-        _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {})
+        _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot)
         raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
     except LabError as exc:
         ui.abort(str(exc), EXIT_LAB_ERROR)
@@ -129,8 +135,9 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--junit", type=click.Path(path_type=Path), default=None)
 @click.option("--html", type=click.Path(path_type=Path), default=None)
+@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
 def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                    junit: Path | None, html: Path | None) -> None:
+                    junit: Path | None, html: Path | None, cold_boot: bool) -> None:
     """Run what a campaign has not finished (interrupted, crashed or pending cases)."""
     from lab.cases import Case
     from lab.cli import EXIT_LAB_ERROR
@@ -144,7 +151,11 @@ def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: s
         attempts = {c["id"]: int(c["attempts_count"]) for c in info["cases"]}
         ui.info(f"campaign {campaign_id}: {len(pending)} of {len(info['cases'])} cases left")
         if pending:
-            _run_campaign(ui, store, campaign_id, pending, info["image_id"], accel, jobs, attempts)
+            from lab.scenario import parse_scenario
+
+            scenario = parse_scenario(str(info["scenario_text"]).encode(), Path(str(info["scenario_path"])))
+            _run_campaign(ui, store, campaign_id, pending, info["image_id"], accel, jobs, attempts, scenario,
+                          cold_boot)
         else:
             store.set_campaign_status(campaign_id, "finished")
         raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))

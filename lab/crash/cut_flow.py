@@ -41,7 +41,7 @@ from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.oracles.fsck import run_fsck
-from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, os_errno, run_guarded
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, shape_dict, shape_from_dict
@@ -205,7 +205,7 @@ class WorkloadCuts:
     run_dir: Path
     console: Path
     cuts: list[PreCut] = field(default_factory=list)
-    failure: LabError | None = None  # a deadline or lab error that ended the run early
+    failure: Exception | None = None  # a deadline, lab error or OS error that ended the run early
     failure_phase: str | None = None
     judged: list[Finding] | None = None  # the kind judged the failed workload itself: no recovery
 
@@ -222,11 +222,14 @@ class PausedTime:
 
 def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
     """Run the workload on a fresh machine and cut at every trigger of the plan, in order."""
-    media = run.fresh_media(plan.fs)
-    machine = run.machine("workload", [media], plan.fs)
-    outcome = WorkloadCuts(run.run_dir, machine.spec.console_log)
+    outcome = WorkloadCuts(run.run_dir, run.run_dir / "workload.console.log")
     stdout = stderr = b""
+    media: Path | None = None
+    machine: Machine | None = None
     try:
+        media = run.fresh_media(plan.fs)
+        machine = run.machine("workload", [media], plan.fs)
+        outcome.console = machine.spec.console_log
         with machine:
             run.bring_up(machine)
             mnt = run.setup(machine, plan.fs, plan.dax)
@@ -272,18 +275,19 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
                     paused.intervals.append((issued, time.monotonic()))
             with run.phase("destroy"):
                 machine.destroy()
-    except LabError as exc:
+    except (LabError, OSError) as exc:  # OSError: the lab's own files (a full disk)
         outcome.failure, outcome.failure_phase = exc, run.timer.current
     finally:
         # The captures are the evidence; the live file (real data up to the NVDIMM's size) is not
         # needed. After a failure it stays only where captures are kept, for a look at it.
-        if outcome.failure is None or not plan.keep_capture:
+        if media is not None and (outcome.failure is None or not plan.keep_capture):
             media.unlink(missing_ok=True)
         try:
-            save_events(machine.events.snapshot(), run.run_dir)
-        except LabError:
-            pass  # it never launched: no events
-        save_output(run.run_dir, stdout, stderr)
+            if machine is not None:
+                save_events(machine.events.snapshot(), run.run_dir)
+            save_output(run.run_dir, stdout, stderr)
+        except (LabError, OSError):
+            pass  # it never launched (no events), or the disk is full: the failure says so already
     return outcome
 
 
@@ -453,6 +457,7 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
                     return list(outcome.judged)
                 assert outcome.failure is not None
                 run.result.error = str(outcome.failure)
+                run.result.errno = os_errno(outcome.failure)
                 if not isinstance(outcome.failure, AgentTimeout):
                     run.result.status = "failed"
                 return [_failure_at(outcome)]

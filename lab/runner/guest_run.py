@@ -74,6 +74,7 @@ class WorkloadResult:
     kernel_problems: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    errno: int | None = None  # the OS error behind a lab failure (ENOSPC: the disk is full)
     status: str = "complete"
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class WorkloadResult:
                 "findings": [f.to_dict() for f in self.findings], "metrics": self.metrics,
                 "kernel_problems": self.kernel_problems, "timings": self.timings, "check": self.check,
                 "run_dir": str(self.run_dir), "image_id": self.image_id, "kernel_version": self.kernel_version,
-                "accelerator": self.accelerator, "boot": self.boot}
+                "accelerator": self.accelerator, "boot": self.boot, "errno": self.errno}
 
 
 class GuestRun:
@@ -154,9 +155,10 @@ def run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> Wor
     except AgentTimeout as exc:
         findings.append(failure_finding(run, exc))
         result.error = str(exc)
-    except LabError as exc:
+    except (LabError, OSError) as exc:  # OSError: the lab's own files (a full disk, a vanished directory)
         findings.append(failure_finding(run, exc))
         result.error, result.status = str(exc), "failed"
+        result.errno = os_errno(exc)
     except BaseException as exc:
         result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
         result.error = f"{type(exc).__name__}: {exc}"
@@ -166,12 +168,24 @@ def run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> Wor
     return result
 
 
-def failure_finding(run: GuestRun, exc: LabError) -> Finding:
+def failure_finding(run: GuestRun, exc: Exception) -> Finding:
     """A passed deadline is HANG; any other lab error INFRA-ERROR; both name the phase they hit."""
     where = run.timer.current or "run"
     if isinstance(exc, AgentTimeout):
         return Finding("deadline", Verdict.HANG, f"{where}: {exc}")
     return Finding("lab", Verdict.INFRA_ERROR, f"{where}: {exc}")
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The OS error number behind `exc` (itself, or the OSError it was raised from), if any."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno:
+            return exc.errno
+        number = getattr(exc, "errno", None)
+        if isinstance(number, int):
+            return number
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 def finish(run: GuestRun, findings: list[Finding], started: float) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 import lab.campaign as campaign
 from lab.campaign import CampaignContext, NoProgress, disk_has_room, run_cases
+from lab.cases import expand
+from lab.scenario import load_scenario
 from lab.store.db import ResultsStore
 
 
@@ -21,7 +23,8 @@ def test_low_disk_stops_before_any_case(tmp_path: Path, monkeypatch: pytest.Monk
     store.create_campaign(campaign_id="c1", scenario_name="s", scenario_path="s.toml", scenario_text="", scenario_hash="h",
                           image_id="i", kernel_version="k", accelerator="tcg", jobs=2, cases=[])
     ctx = CampaignContext("c1", image=None, accel=None, store=store, runs_base=tmp_path / "runs")  # type: ignore[arg-type]
-    outcomes = run_cases(ctx, [object(), object()], 2, NoProgress())  # type: ignore[list-item]
+    cases = expand(load_scenario(Path(__file__).parents[2] / "scenarios" / "smoke.toml"))
+    outcomes = run_cases(ctx, cases, 2, NoProgress())
     assert outcomes == [] and started == []
     assert ctx.stop.is_set() and "GiB free" in ctx.stop_reason
     assert store.get_campaign("c1")["status"] == "interrupted"
