@@ -300,7 +300,7 @@ def recover_and_judge(run: GuestRun, plan: CutPlan, pre: PreCut, judge: Judge) -
         with run.phase("recovery_boot" if machine.incoming is None else "recovery_restore"):
             run.maker.bring_up(machine)
         with run.phase("recovery_mount"):
-            device, mounted = mount_recovered(machine, plan.fs, plan.dax)
+            device, mounted = mount_recovered(machine, plan.fs, plan.dax, run.maker.known_device(machine, plan.fs))
         if mounted.timed_out:
             raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
         recovery["mounted"] = mounted.ok
@@ -377,16 +377,19 @@ def _size(path: Path) -> int:
         return 0
 
 
-def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode) -> tuple[str, CommandResult]:
-    """On a recovery machine: wait for the fsdax namespace on the captured media and mount its
-    filesystem (journal/log replay) with the same dax mode. Returns the device and the mount's result."""
-    pmem.wait_for_namespace(machine.agent)
-    device = pmem.existing_pmem_device(machine.agent)
+def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode,
+                    device: str | None = None) -> tuple[str, CommandResult]:
+    """On a recovery machine: mount the captured filesystem (journal/log replay) with the same dax
+    mode. `device`: the fsdax block device when the guest already knows it (a restored machine's
+    namespace view is the template's, and the capture descends from it); otherwise wait for the
+    namespace to come back from its info block on the media. Returns the device and the mount's result."""
     if device is None:
-        raise GuestError("the fsdax namespace did not come back on the captured media")
-    machine.run(["mkdir", "-p", pmem.MOUNTPOINT], timeout=10, check=True)
-    mounted = machine.run(["mount", "-t", fs.value, "-o", f"dax={dax.value}", device, pmem.MOUNTPOINT],
-                          timeout=MOUNT_TIMEOUT_S, check=False)
+        pmem.wait_for_namespace(machine.agent)
+        device = pmem.existing_pmem_device(machine.agent)
+        if device is None:
+            raise GuestError("the fsdax namespace did not come back on the captured media")
+    mounted = machine.run(["sh", "-c", 'mkdir -p "$1" && exec mount -t "$2" -o "dax=$3" "$4" "$1"', "sh",
+                           pmem.MOUNTPOINT, fs.value, dax.value, device], timeout=MOUNT_TIMEOUT_S, check=False)
     return device, mounted
 
 

@@ -3,7 +3,8 @@
 A ready snapshot is a machine booted to agent-ready with its modules loaded
 and, for a filesystem, the fsdax namespace created and the filesystem made on
 a template NVDIMM - then unmounted, caches dropped, and saved without the
-NVDIMM content (lab/vm/snapshot.py). A workload machine is restored on a
+NVDIMM content (lab/vm/snapshot.py); its guest RAM stays in a file that every
+clone maps copy-on-write. A workload machine is restored on a
 sparse copy of the template media and only mounts; a recovery machine is
 restored on the capture, which descends from the same template, so the
 guest's view of the namespace (kept in RAM) still matches the media, and the
@@ -37,7 +38,7 @@ from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
 from lab.vm.snapshot import (ReadySnapshot, SnapshotError, load_snapshot, snapshot_inputs, snapshot_key,
                              write_manifest)
-from lab.vm.spec import Accel, MachineSpec, ShareSpec
+from lab.vm.spec import MIB, Accel, MachineSpec, RamFile, ShareSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,10 @@ class SnapshotRequest:
     share_tags: tuple[str, ...] = ()  # virtio-9p devices the machine carries (their paths differ per run)
 
     def spec_for_key(self) -> MachineSpec:
+        """A clone's spec (paths blanked by the key): what a state is loaded into."""
         shares = tuple(ShareSpec(Path(f"SHARE{i}"), tag) for i, tag in enumerate(self.share_tags))
         spec = lab_spec(self.image, "ready", Path("/nonexistent"), [Path("MEDIA0")], self.accel, self.shape)
-        return replace(spec, shares=shares)
+        return replace(spec, shares=shares, ram_file=RamFile(Path("RAM"), shared=False))
 
     def inputs(self) -> dict[str, object]:
         prepared = {"fs": self.fs.value if self.fs else None, "mkfs": pmem.MKFS[self.fs] if self.fs else None,
@@ -136,8 +138,10 @@ def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry:
     try:
         media = tmp / "template.img"
         create_sparse(media, request.shape.nvdimm_size)
+        ram = tmp / "ram.img"
+        create_sparse(ram, request.shape.memory_mib * MIB)
         spec = lab_spec(request.image, "ready", tmp, [media], request.accel, request.shape)
-        spec = replace(spec, console_log=tmp / READY_CONSOLE,
+        spec = replace(spec, console_log=tmp / READY_CONSOLE, ram_file=RamFile(ram, shared=True),
                        shares=tuple(ShareSpec(tmp, tag) for tag in request.share_tags))
         device: str | None = None
         with Machine(spec, tmp) as machine:
@@ -188,7 +192,8 @@ class MachineMaker:
             spec = replace(spec, shares=tuple(shares))
         if self.boot is BootMode.COLD:
             return Machine(spec, run_dir)
-        return Machine(spec, run_dir, incoming=self.snapshot(fs, shares).state)
+        snap = self.snapshot(fs, shares)
+        return Machine(replace(spec, ram_file=RamFile(snap.ram, shared=False)), run_dir, incoming=snap.state)
 
     def bring_up(self, machine: Machine) -> float:
         """Boot (cold) or restore (snapshot) to an answering agent; seconds it took."""
@@ -207,6 +212,10 @@ class MachineMaker:
         if device is None:
             raise GuestError(f"the ready snapshot for {fs.value} made no filesystem")
         return pmem.mount_verified(machine.agent, fs, device, dax)
+
+    def known_device(self, machine: Machine, fs: Filesystem) -> str | None:
+        """The fsdax device a restored machine already has (None for a cold one: it must look)."""
+        return self.snapshot(fs).device if machine.incoming is not None else None
 
     def ready_console(self, fs: Filesystem | None, shares: Sequence[ShareSpec] = ()) -> Path | None:
         """The console of the boot the snapshot was saved from: its kernel messages belong to every clone."""

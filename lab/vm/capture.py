@@ -29,7 +29,7 @@ class Capture:
     seconds: float
 
 
-def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
     """(offset, length) of every data region, found with SEEK_DATA/SEEK_HOLE."""
     extents = []
     offset = 0
@@ -72,7 +72,7 @@ def capture_file(source: Path, dest: Path) -> Capture:
             except OSError:
                 pass  # no reflink on this filesystem: copy the data regions
             copied = 0
-            for offset, length in _data_extents(src.fileno(), size):
+            for offset, length in data_extents(src.fileno(), size):
                 _copy_range(src.fileno(), dst.fileno(), offset, length)
                 copied += length
             dst.truncate(size)  # trailing hole

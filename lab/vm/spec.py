@@ -53,6 +53,15 @@ class ChannelFds:
 
 
 @dataclass(frozen=True)
+class RamFile:
+    """Guest RAM backed by a file: shared while a ready snapshot's template runs (its RAM is saved
+    there, not in the migration stream), private copy-on-write in each clone (the file never changes)."""
+
+    path: Path
+    shared: bool
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     name: str
     kernel: Path
@@ -65,6 +74,7 @@ class MachineSpec:
     accel: Accel = Accel.TCG
     cmdline: tuple[str, ...] = ()  # extra kernel arguments
     qemu_binary: str = "qemu-system-x86_64"
+    ram_file: RamFile | None = None  # None: anonymous RAM
     extra_args: tuple[str, ...] = field(default=())
 
     @property
@@ -89,6 +99,11 @@ def qemu_argv(spec: MachineSpec, fds: ChannelFds) -> list[str]:
         machine, cpu = "q35,nvdimm=on,accel=kvm", "host"
     else:
         machine, cpu = "q35,nvdimm=on,accel=tcg", "max"
+    ram: list[str] = []
+    if spec.ram_file is not None:
+        machine += ",memory-backend=pcram"
+        ram = ["-object", f"memory-backend-file,id=pcram,size={spec.memory_mib}M,mem-path={spec.ram_file.path},"
+                          f"share={'on' if spec.ram_file.shared else 'off'}"]
     argv = [
         spec.qemu_binary,
         "-name", f"pmemlab-{spec.name}",
@@ -100,6 +115,7 @@ def qemu_argv(spec: MachineSpec, fds: ChannelFds) -> list[str]:
         "-kernel", str(spec.kernel),
         "-initrd", str(spec.initrd),
         "-append", spec.kernel_cmdline(),
+        *ram,
         "-chardev", f"file,id=console,path={spec.console_log}",
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,fd={fds.qmp}",
