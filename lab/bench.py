@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+from lab.guest.pmem import Filesystem
 from lab.image.cache import Image
+from lab.runner.guest_run import RunHooks, WorkloadResult
+from lab.runner.machines import BootMode, MachineMaker, SnapshotRequest, ready_snapshot
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import lab_spec, ready_timeout
+from lab.vm.boot import DEFAULT_NVDIMM_SIZE, MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
-from lab.vm.boot import DEFAULT_NVDIMM_SIZE
-from lab.guest.pmem import Filesystem
 
 
 def boot_times(image: Image, accel: AccelVerdict, runs: int, run_dir: Path,
@@ -32,51 +35,85 @@ def boot_times(image: Image, accel: AccelVerdict, runs: int, run_dir: Path,
     return samples
 
 
-def mapsync_times(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, runs: int, run_dir: Path,
-                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Full crash points, one after another: wall time, per-phase medians, capture time."""
-    import statistics
-    import time
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
 
-    from lab.crash.mapsync_check import MapsyncCheck, run_mapsync_check
+
+def _mapsync_run(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, boot: BootMode,
+                 workdir: Path) -> tuple[float, WorkloadResult]:
     from lab.crash.point import CrashPoint
+    from lab.guest.pmem import DaxMode
+    from lab.workloads import mapsync_kind
     from lab.workloads.mapsync import MapsyncParams
 
-    walls: list[float] = []
-    phases: dict[str, list[float]] = {}
-    captures: list[float] = []
-    verdicts: list[str] = []
-    method = ""
-    check = MapsyncCheck(fs=fs, workload=MapsyncParams(records=records), crash=CrashPoint(after_ack=records * 3 // 5))
+    check = mapsync_kind.MapsyncCheck(fs, DaxMode.ALWAYS, MapsyncParams(records=records),
+                                      CrashPoint(after_ack=records * 3 // 5))
+    workdir.mkdir(parents=True)
+    started = time.monotonic()
+    result = mapsync_kind.run(check, image, accel, workdir, RunHooks(boot=boot))
+    return time.monotonic() - started, result
+
+
+def warm_snapshots(image: Image, accel: AccelVerdict, shape: MachineShape, filesystems: list[Filesystem]) -> float:
+    """Build (or find) the ready snapshots a benchmark uses, so its timed runs measure restores only."""
+    started = time.monotonic()
+    for fs in filesystems:
+        ready_snapshot(SnapshotRequest(image, accel.accel, shape, fs))
+    return round(time.monotonic() - started, 3)
+
+
+def mapsync_paths(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, runs: int, run_dir: Path,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Full crash points on both paths, interleaved (cold, snapshot, cold, ...) so host drift hits
+    both alike: wall medians, per-phase medians, the speedup cold/snapshot."""
+    warm_s = warm_snapshots(image, accel, MachineShape(), [fs])
+    paths: dict[str, dict[str, Any]] = {}
+    samples: dict[BootMode, list[tuple[float, WorkloadResult]]] = {BootMode.COLD: [], BootMode.SNAPSHOT: []}
     for i in range(runs):
-        workdir = run_dir / f"run-{i}"
+        for boot in (BootMode.COLD, BootMode.SNAPSHOT):
+            wall, result = _mapsync_run(image, accel, fs, records, boot, run_dir / f"{boot.value}-{i}")
+            samples[boot].append((wall, result))
+            progress(f"run {i + 1}/{runs} {boot.value}: {wall:.2f} s, {result.verdict.value}")
+    for boot, runs_of in samples.items():
+        walls = [w for w, _ in runs_of]
+        phases: dict[str, list[float]] = {}
+        for _, result in runs_of:
+            for name, seconds in result.timings.items():
+                phases.setdefault(name, []).append(seconds)
+        paths[boot.value] = {"min_s": round(min(walls), 3), "median_s": _median(walls), "max_s": round(max(walls), 3),
+                             "samples_s": [round(w, 3) for w in walls],
+                             "verdicts": [r.verdict.value for _, r in runs_of],
+                             "phase_median_s": {k: _median(v) for k, v in phases.items()}}
+    return {"runs": runs, "fs": fs.value, "records": records, "accelerator": accel.accel.value,
+            "snapshot_ready_s": warm_s, "cold": paths["cold"], "snapshot": paths["snapshot"],
+            "speedup": round(paths["cold"]["median_s"] / paths["snapshot"]["median_s"], 2), "run_dir": str(run_dir)}
+
+
+def restore_times(image: Image, accel: AccelVerdict, fs: Filesystem, runs: int, run_dir: Path,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Seconds from QEMU's start to the agent's first answer of a machine restored from the ready
+    snapshot (each on its own copy of the template media)."""
+    warm_s = warm_snapshots(image, accel, MachineShape(), [fs])
+    maker = MachineMaker(image, accel.accel, MachineShape(), BootMode.SNAPSHOT)
+    samples: list[float] = []
+    for i in range(runs):
+        workdir = run_dir / f"restore-{i}"
         workdir.mkdir()
-        started = time.monotonic()
-        result = run_mapsync_check(check, image, accel, workdir)
-        walls.append(time.monotonic() - started)
-        verdicts.append(result.verdict.value)
-        for name, seconds in result.timings.items():
-            phases.setdefault(name, []).append(seconds)
-        for capture in result.captures:
-            captures.append(capture.seconds)
-            method = capture.method
-        progress(f"run {i + 1}/{runs}: {walls[-1]:.2f} s, {result.verdict.value}")
-    return {
-        "runs": runs, "fs": fs.value, "records": records, "accelerator": accel.accel.value,
-        "min_s": round(min(walls), 3), "median_s": round(statistics.median(walls), 3), "max_s": round(max(walls), 3),
-        "samples_s": [round(w, 3) for w in walls], "verdicts": verdicts,
-        "phase_median_s": {k: round(statistics.median(v), 3) for k, v in phases.items()},
-        "capture_median_s": round(statistics.median(captures), 4) if captures else None,
-        "capture_method": method, "nvdimm_bytes": check.shape.nvdimm_size, "run_dir": str(run_dir),
-    }
+        media = maker.fresh_media(workdir / "nvdimm0.img", fs)
+        with maker.machine(f"restore{i}", workdir, [media], fs) as machine:
+            samples.append(machine.wait_ready(60.0))
+            machine.destroy()
+        media.unlink()
+        progress(f"run {i + 1}/{runs}: {samples[-1]:.3f} s")
+    return {"runs": runs, "fs": fs.value, "accelerator": accel.accel.value, "snapshot_ready_s": warm_s,
+            "min_s": round(min(samples), 3), "median_s": _median(samples), "max_s": round(max(samples), 3),
+            "samples_s": [round(s, 3) for s in samples], "run_dir": str(run_dir)}
 
 
 def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, jobs_list: list[int], work: Path,
-                        progress: Callable[[str], None] = lambda _: None) -> dict[str, object]:
-    """The same scenario run with each jobs value: crash points per minute and the lab's overhead per case."""
-    import statistics
-    import time
-
+                        progress: Callable[[str], None] = lambda _: None, cold_boot: bool = False) -> dict[str, object]:
+    """The same scenario run with each jobs value: crash points per minute and the lab's overhead per case.
+    Ready snapshots are built before the clock starts (reported as snapshot_ready_s)."""
     from lab.campaign import CampaignContext, NoProgress, new_campaign_id, run_cases
     from lab.cases import expand
     from lab.scenario import load_scenario
@@ -84,6 +121,10 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
 
     scenario = load_scenario(scenario_path)
     cases = expand(scenario)
+    boot = BootMode.COLD if cold_boot or scenario.cold_boot else BootMode.SNAPSHOT
+    warm_s = 0.0
+    if boot is BootMode.SNAPSHOT:
+        warm_s = warm_snapshots(image, accel, scenario.shape, sorted({scenario.fs(cell) for cell in scenario.cells()}))
     rows = []
     for jobs in jobs_list:
         store = ResultsStore.open(f"sqlite:///{work}/bench-j{jobs}.db")
@@ -92,7 +133,8 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
                               scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
                               kernel_version=image.kernel_version, accelerator=accel.accel.value, jobs=jobs,
                               cases=[c.to_dict() for c in cases])
-        ctx = CampaignContext(campaign_id, image, accel, store, work / f"runs-j{jobs}")
+        ctx = CampaignContext(campaign_id, image, accel, store, work / f"runs-j{jobs}", boot=boot,
+                              cuts_per_run=scenario.cuts_per_run)
         started = time.monotonic()
         outcomes = run_cases(ctx, cases, jobs, NoProgress())
         wall = time.monotonic() - started
@@ -100,11 +142,14 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
         overheads = [o.overhead_s for o in outcomes if o.result is not None]
         case_walls = [o.wall_s for o in outcomes if o.result is not None]
         rows.append({"jobs": jobs, "cases": len(cases), "met": met, "wall_s": round(wall, 2),
-                     "crash_points_per_min": round(len(cases) * 60 / wall, 2),
+                     "crash_points_per_minute": round(len(cases) * 60 / wall, 2),
                      "case_median_s": round(statistics.median(case_walls), 2),
                      "overhead_median_s": round(statistics.median(overheads), 3),
                      "overhead_max_s": round(max(overheads), 3)})
         store.close()
-        progress(f"-j {jobs}: {len(cases)} crash points in {wall:.1f} s = {rows[-1]['crash_points_per_min']} per "
+        progress(f"-j {jobs}: {len(cases)} crash points in {wall:.1f} s = {rows[-1]['crash_points_per_minute']} per "
                  f"minute; lab overhead per case median {rows[-1]['overhead_median_s']} s")
-    return {"scenario": scenario.name, "accelerator": accel.accel.value, "results": rows}
+    best = max(rows, key=lambda r: r["jobs"]) if rows else {}
+    return {"scenario": scenario.name, "accelerator": accel.accel.value, "boot": boot.value,
+            "snapshot_ready_s": warm_s, "crash_points_per_minute": best.get("crash_points_per_minute"),
+            "results": rows}
