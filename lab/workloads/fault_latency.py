@@ -43,8 +43,8 @@ from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
 from lab.guest.agent import CommandResult, RunHandle
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
-from lab.oracles.finding import Finding
 from lab.latency_stats import FileMode, histogram, summarize
+from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape

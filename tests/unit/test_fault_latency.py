@@ -341,6 +341,28 @@ def test_helper_output_is_what_the_judge_reads(helper: Path, tmp_path: Path) -> 
     assert metrics["summary"]["count"] == 16 and len(metrics["samples_ns"]) == 16
 
 
+@pytest.mark.parametrize("setup, argv", [("written", ["--setup", "written"]), ("fallocate", ["--setup", "fallocate"]),
+                                         ("fallocate", ["--prealloc"]), ("empty", [])])
+def test_helper_sets_the_file_up_as_asked(helper: Path, tmp_path: Path, setup: str, argv: list[str]) -> None:
+    path = tmp_path / "f"
+    proc = subprocess.run([str(helper), "measure", "--file", str(path), "--pages", "4", "--no-map-sync", *argv],
+                          capture_output=True, timeout=60, check=True)
+    mmap, done = (json.loads(line) for line in proc.stdout.splitlines())
+    assert mmap["file"] == done["file"] == setup
+    data = path.read_bytes()
+    assert len(data) == 4 * 4096 and not (tmp_path / "f.warmup").exists()
+    # Each page got its one 8-byte store; whatever the setup, the rest reads as zeros.
+    assert all(data[p * 4096 + 8:(p + 1) * 4096] == bytes(4088) for p in range(4))
+    assert all(int.from_bytes(data[p * 4096:p * 4096 + 8], "little") == 0x706d656d6c616231 ^ p for p in range(4))
+
+
+def test_helper_refuses_an_unknown_setup(helper: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(helper), "measure", "--file", str(tmp_path / "f"), "--pages", "4", "--setup", "sparse"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "faultlat: --setup expects empty, fallocate or written, got 'sparse'"
+
+
 def test_helper_without_dax_refuses_map_sync(helper: Path, tmp_path: Path) -> None:
     proc = subprocess.run([str(helper), "measure", "--file", str(tmp_path / "f"), "--pages", "4"],
                           capture_output=True, timeout=60)
