@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import latency_stats
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
-from lab import latency_stats
 from lab.latency_stats import FILE_MODES, FileMode
 from lab.report import latency
 from lab.verdict import Verdict
