@@ -4,15 +4,21 @@
  *
  * Build: gcc -static -O2 -Wall -Wextra -Werror -o faultlat faultlat.c
  *
- * faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]
- *                  [--warmup W]
+ * faultlat measure --file PATH --pages N [--setup empty|fallocate|written]
+ *                  [--no-map-sync] [--huge] [--warmup W]
  *
  *   First warms the fault path up: W pages (default 8) of a scratch file set
  *   up and mapped exactly like the measured one take their faults untimed,
  *   so an emulator's first translation of that kernel code (milliseconds
- *   under TCG) is not in the samples. Then creates PATH with N pages
- *   (fallocate with --prealloc, else ftruncate: every first store allocates
- *   a block), fsyncs it so the setup is committed before the first sample,
+ *   under TCG) is not in the samples. Then creates PATH with N pages, set
+ *   up as --setup says:
+ *     empty      ftruncate to size: every first store allocates a block
+ *     fallocate  fallocate: blocks allocated as unwritten extents, which
+ *                the first store converts to written
+ *     written    zeros written through write(2): written blocks, so a first
+ *                store needs no block mapping metadata at all
+ *   (--prealloc is the old spelling of --setup fallocate), fsyncs it so the
+ *   setup is committed before the first sample,
  *   maps it (MAP_SHARED_VALIDATE|MAP_SYNC unless --no-map-sync;
  *   MADV_NOHUGEPAGE unless --huge, so every page takes its own fault as in
  *   the reference measurement), then times one 8-byte store to the start of
@@ -46,8 +52,8 @@
 #include <unistd.h>
 
 #define PMEMLAB_PROG "faultlat"
-#define PMEMLAB_USAGE "usage: faultlat measure --file PATH --pages N [--prealloc] [--no-map-sync] [--huge]" \
-	" [--warmup W]\n" \
+#define PMEMLAB_USAGE "usage: faultlat measure --file PATH --pages N [--setup empty|fallocate|written]" \
+	" [--no-map-sync] [--huge] [--warmup W]\n" \
 	"       faultlat copy --src PATH --dst PATH [--mib M] [--rounds R]\n"
 #include "pmemlab.h"
 
@@ -55,6 +61,20 @@
 #define CHUNK (1u << 20)
 #define MAX_PAGES (1u << 20)
 #define MAX_MIB 1024u
+
+/* How the measured file's blocks are set up before mapping. */
+enum setup { SETUP_EMPTY, SETUP_FALLOCATE, SETUP_WRITTEN };
+static const char *const setup_names[] = { "empty", "fallocate", "written" };
+
+static enum setup parse_setup(const char *opt, const char *val)
+{
+	for (unsigned i = 0; i < sizeof(setup_names) / sizeof(setup_names[0]); i++)
+		if (val && !strcmp(val, setup_names[i]))
+			return (enum setup)i;
+	usage_error("%s expects empty, fallocate or written, got '%s'", opt, val ? val : "");
+}
+
+static void write_all(int fd, const unsigned char *buf, size_t n, const char *path);
 
 /* Page faults so far. Both kinds count: a DAX fault that allocates a block
  * reports itself as major, one finished by MAP_SYNC's sync path as minor. */
@@ -80,15 +100,38 @@ static int64_t clock_overhead_ns(void)
 	return best;
 }
 
+/* Zeros through write(2), a chunk at a time: the blocks end up written. */
+static void write_zeros(int fd, size_t size, const char *path)
+{
+	static const unsigned char zeros[64 * 1024];
+
+	while (size) {
+		size_t n = size < sizeof(zeros) ? size : sizeof(zeros);
+		write_all(fd, zeros, n, path);
+		size -= n;
+	}
+}
+
 /* PATH with `size` bytes, set up as measured and committed; exits on failure. */
-static int setup_file(const char *path, size_t size, int prealloc)
+static int setup_file(const char *path, size_t size, enum setup setup)
 {
 	int fd = open(path, O_CREAT | O_RDWR | O_TRUNC | O_CLOEXEC, 0644);
 
 	if (fd < 0)
 		fail(4, "open", path);
-	if (prealloc ? fallocate(fd, 0, 0, (off_t)size) < 0 : ftruncate(fd, (off_t)size) < 0)
-		fail(4, prealloc ? "fallocate" : "ftruncate", path);
+	switch (setup) {
+	case SETUP_EMPTY:
+		if (ftruncate(fd, (off_t)size) < 0)
+			fail(4, "ftruncate", path);
+		break;
+	case SETUP_FALLOCATE:
+		if (fallocate(fd, 0, 0, (off_t)size) < 0)
+			fail(4, "fallocate", path);
+		break;
+	case SETUP_WRITTEN:
+		write_zeros(fd, size, path);
+		break;
+	}
 	/* Commit the file's creation and size (and extents) now, so that the
 	 * first MAP_SYNC fault does not pay for the setup. */
 	if (fsync(fd) < 0)
@@ -97,7 +140,7 @@ static int setup_file(const char *path, size_t size, int prealloc)
 }
 
 /* Untimed first stores to a scratch file like the measured one. */
-static void warm_up(const char *path, uint64_t pages, int prealloc, int mflags, int huge)
+static void warm_up(const char *path, uint64_t pages, enum setup setup, int mflags, int huge)
 {
 	char scratch[PATH_MAX];
 	size_t size = (size_t)pages * PAGE;
@@ -108,7 +151,7 @@ static void warm_up(const char *path, uint64_t pages, int prealloc, int mflags, 
 		return;
 	if (snprintf(scratch, sizeof(scratch), "%s.warmup", path) >= (int)sizeof(scratch))
 		usage_error("--file path too long");
-	fd = setup_file(scratch, size, prealloc);
+	fd = setup_file(scratch, size, setup);
 	map = mmap(NULL, size, PROT_READ | PROT_WRITE, mflags, fd, 0);
 	if (map != MAP_FAILED) { /* a failure shows again, and is reported, below */
 		if (!huge)
@@ -126,7 +169,8 @@ static int measure(int argc, char **argv)
 {
 	const char *path = NULL;
 	uint64_t pages = 0, warmup = 8;
-	int prealloc = 0, map_sync = 1, huge = 0, nohuge_ok = 0, fd, mflags;
+	enum setup setup = SETUP_EMPTY;
+	int map_sync = 1, huge = 0, nohuge_ok = 0, fd, mflags;
 	long flt0, flt1;
 	int64_t overhead, *samples;
 	unsigned char *map;
@@ -139,8 +183,10 @@ static int measure(int argc, char **argv)
 			path = parse_str(opt, val, "a path"); i++;
 		} else if (!strcmp(opt, "--pages")) {
 			pages = parse_u64(opt, val, "a page count"); i++;
+		} else if (!strcmp(opt, "--setup")) {
+			setup = parse_setup(opt, val); i++;
 		} else if (!strcmp(opt, "--prealloc")) {
-			prealloc = 1;
+			setup = SETUP_FALLOCATE;
 		} else if (!strcmp(opt, "--no-map-sync")) {
 			map_sync = 0;
 		} else if (!strcmp(opt, "--huge")) {
@@ -166,8 +212,8 @@ static int measure(int argc, char **argv)
 	setup_event_fd();
 
 	mflags = map_sync ? (MAP_SHARED_VALIDATE | MAP_SYNC) : MAP_SHARED;
-	warm_up(path, warmup, prealloc, mflags, huge);
-	fd = setup_file(path, size, prealloc);
+	warm_up(path, warmup, setup, mflags, huge);
+	fd = setup_file(path, size, setup);
 	map = mmap(NULL, size, PROT_READ | PROT_WRITE, mflags, fd, 0);
 	if (map == MAP_FAILED) {
 		int e = errno;
@@ -177,8 +223,8 @@ static int measure(int argc, char **argv)
 	}
 	if (!huge)
 		nohuge_ok = madvise(map, size, MADV_NOHUGEPAGE) == 0;
-	printf("{\"event\":\"mmap\",\"ok\":true,\"map_sync\":%s,\"prealloc\":%s,\"huge\":%s}\n",
-	       map_sync ? "true" : "false", prealloc ? "true" : "false",
+	printf("{\"event\":\"mmap\",\"ok\":true,\"map_sync\":%s,\"file\":\"%s\",\"huge\":%s}\n",
+	       map_sync ? "true" : "false", setup_names[setup],
 	       huge || !nohuge_ok ? "true" : "false");
 	fflush(stdout);
 	overhead = clock_overhead_ns();
@@ -197,10 +243,10 @@ static int measure(int argc, char **argv)
 	flt1 = page_faults();
 	emit_event("MARK", "measure-done");
 
-	printf("{\"event\":\"done\",\"pages\":%" PRIu64 ",\"map_sync\":%s,\"prealloc\":%s,"
+	printf("{\"event\":\"done\",\"pages\":%" PRIu64 ",\"map_sync\":%s,\"file\":\"%s\","
 	       "\"huge\":%s,\"warmup\":%" PRIu64 ",\"faults\":%ld,\"clock_overhead_ns\":%" PRId64
 	       ",\"samples_ns\":[",
-	       pages, map_sync ? "true" : "false", prealloc ? "true" : "false",
+	       pages, map_sync ? "true" : "false", setup_names[setup],
 	       huge || !nohuge_ok ? "true" : "false", warmup,
 	       flt0 >= 0 && flt1 >= 0 ? flt1 - flt0 : -1L, overhead);
 	for (uint64_t p = 0; p < pages; p++)

@@ -10,10 +10,14 @@ import json
 import os
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
+from lab.report import latency
 from lab.report.campaign import POWER_CUT_MODEL, SUMMARY_COLUMNS, latest_attempt, summarize, summary_rows
+
+# Kind sections rendered here in lab/report (by kind name), so their kinds need not import reports.
+_REPORT_SECTIONS: dict[str, Callable[[list[dict[str, Any]], Path], str]] = {latency.KIND: latency.render_html}
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 80em; }
@@ -119,8 +123,9 @@ def _kind_sections(cases: list[dict[str, Any]], page_dir: Path) -> str:
     sections = []
     for name, members in by_kind.items():
         kind = kinds().get(name)
-        if kind is not None and kind.render_html is not None:
-            sections.append(f'<section id="kind-{_e(name)}">{kind.render_html(members, page_dir)}</section>')
+        render = _REPORT_SECTIONS.get(name) or (kind.render_html if kind is not None else None)
+        if render is not None:
+            sections.append(f'<section id="kind-{_e(name)}">{render(members, page_dir)}</section>')
     return "".join(sections)
 
 

@@ -2,12 +2,22 @@
 
 Reproduces the measurement of the synchronous page fault series' cover letter
 (MAP_SYNC, Linux 4.15): one 8-byte store to each of N pages of a fresh
-mapping, each timed, the file preallocated (fallocate) or empty (ftruncate
-to size), mapped with MAP_SHARED_VALIDATE|MAP_SYNC or plain MAP_SHARED, with
-or without a background file copy loading the same filesystem. With MAP_SYNC
-a fault that allocates (or converts) a block waits for the filesystem to
-commit that metadata before the page is mapped writeable, so it costs a
-journal/log commit; without, it does not.
+mapping, each timed, the file set up as `file` says, mapped with
+MAP_SHARED_VALIDATE|MAP_SYNC or plain MAP_SHARED, with or without a
+background file copy loading the same filesystem. With MAP_SYNC a fault
+that allocates (or converts) a block waits for the filesystem to commit
+that metadata before the page is mapped writeable, so it costs a
+journal/log commit; without, it does not. The file modes:
+
+- empty: ftruncate to size; every first store allocates a block.
+- fallocate: unwritten extents; every first store converts one to written,
+  a metadata change MAP_SYNC must commit.
+- written: zeros written through write(2) and fsync'd; a first store needs
+  no metadata, so MAP_SYNC costs what plain does. This is the cover letter's
+  "preallocated" file (10 vs 10 us).
+
+Records stored before `file` existed carry `prealloc` (true: fallocate,
+false: empty); they read back as those modes.
 
 The helper first takes a few untimed faults on a scratch file set up and
 mapped like the measured one: under TCG the first run of the fault path's
@@ -16,8 +26,8 @@ kernel code is translated, which cost the first samples milliseconds each.
 This kind measures and does not judge the numbers: PASS means measured (the
 kernel-log oracle still applies), a measurement that could not be taken is
 INFRA-ERROR, a guest that stopped answering is HANG. The guest helper is
-images/guest/faultlat.c; the comparison with the published figures is
-lab/report/latency.py.
+images/guest/faultlat.c; the statistics are lab/latency_stats.py, the
+comparison with the published figures is rendered by lab/report/latency.py.
 """
 
 from __future__ import annotations
@@ -27,14 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
 from lab.guest.agent import CommandResult, RunHandle
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
+from lab.latency_stats import FileMode, histogram, summarize
 from lab.oracles.finding import Finding
-from lab.report import latency
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
@@ -60,14 +70,27 @@ class FaultLatencyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pages: int = Field(default=512, ge=1, le=65536, description="pages of the mapping; one timed first store each")
-    prealloc: bool = Field(default=False, description="fallocate the file (true) or ftruncate it to size (false)")
+    file: FileMode = Field(default="empty", description="the file before mapping: empty (ftruncate), fallocate "
+                           "(unwritten extents) or written (zeros written through write(2), fsync'd)")
     map_sync: bool = Field(default=True, description="MAP_SHARED_VALIDATE|MAP_SYNC (true) or plain MAP_SHARED")
     background_copy: bool = Field(default=False, description="a file copy loops on the same filesystem meanwhile")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_prealloc(cls, data: Any) -> Any:
+        """Stored cases from before `file` carry `prealloc`: true was fallocate, false empty."""
+        if isinstance(data, dict) and "prealloc" in data:
+            data = dict(data)
+            prealloc = data.pop("prealloc")
+            if not isinstance(prealloc, bool):
+                raise ValueError(f"prealloc (the old spelling of file) must be true or false, got {prealloc!r}")
+            if "file" in data:
+                raise ValueError("give file, or the old prealloc, not both")
+            data["file"] = "fallocate" if prealloc else "empty"
+        return data
+
     def argv(self, path: str) -> list[str]:
-        argv = [HELPER, "measure", "--file", path, "--pages", str(self.pages)]
-        if self.prealloc:
-            argv.append("--prealloc")
+        argv = [HELPER, "measure", "--file", path, "--pages", str(self.pages), "--setup", self.file]
         if not self.map_sync:
             argv.append("--no-map-sync")
         return argv
@@ -118,11 +141,11 @@ def make_check(spec: CheckSpec) -> FaultLatencyCheck:
 
 def metrics_of(done: dict[str, Any], params: FaultLatencyParams, fs: Filesystem) -> dict[str, Any]:
     samples = [int(ns) for ns in done["samples_ns"]]
-    buckets = latency.histogram(samples)
+    buckets = histogram(samples)
     return {
-        "cell": {"fs": fs.value, "prealloc": params.prealloc, "map_sync": params.map_sync,
+        "cell": {"fs": fs.value, "file": params.file, "map_sync": params.map_sync,
                  "background_copy": params.background_copy, "pages": params.pages},
-        "summary": latency.summarize(samples).to_dict(),
+        "summary": summarize(samples).to_dict(),
         "histogram": [b.to_dict() for b in buckets],
         "histogram_text": [b.text() for b in buckets],
         "faults": done.get("faults"),
@@ -158,7 +181,7 @@ def judge_measurement(outcome: CommandResult, params: FaultLatencyParams,
     metrics = metrics_of(done, params, fs)
     s = metrics["summary"]
     summary = (f"{params.pages} first stores: min {s['min_us']:g} avg {s['avg_us']:g} max {s['max_us']:g} us "
-               f"(MAP_SYNC {'on' if params.map_sync else 'off'}, file {'preallocated' if params.prealloc else 'empty'}"
+               f"(MAP_SYNC {'on' if params.map_sync else 'off'}, file {params.file}"
                f", {'with' if params.background_copy else 'no'} background copy)")
     details: dict[str, Any] = {"summary": s, "histogram": metrics["histogram_text"]}
     faults = metrics["faults"]
@@ -250,11 +273,10 @@ def run(check: FaultLatencyCheck, image: Image, accel: AccelVerdict, run_dir: Pa
 
 KIND = WorkloadKind(
     name=NAME,
-    purpose="latency of the first store to each DAX page: MAP_SYNC vs plain, empty vs preallocated, with load",
+    purpose="latency of the first store to each DAX page: MAP_SYNC vs plain, empty vs fallocated vs written, with load",
     params=FaultLatencyParams,
     uses_crash=False,
     make_check=make_check,
     check_from_dict=check_from_dict,
     run=run,
-    render_html=latency.render_html,
 )

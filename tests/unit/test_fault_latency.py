@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.agent import CommandResult
 from lab.guest.pmem import DaxMode, Filesystem
-from lab.paths import images_dir
-from lab.report import latency
-from lab.report.latency import Bucket, CellKey
+from lab.paths import REPO_ROOT, images_dir
+from lab import latency_stats as stats
+from lab.latency_stats import Bucket, CellKey
+from lab.report import html as html_report, latency
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.workloads import catalog
@@ -40,17 +42,17 @@ from tests.unit.helpers import GuestProgram
                                         (124, (64, 127)), (128, (128, 255)), (1000, (512, 1023)),
                                         (40260, (32768, 65535))])
 def test_bucket_bounds_are_powers_of_two(us: int, bounds: tuple[int, int]) -> None:
-    assert latency.bucket_bounds(us) == bounds
+    assert stats.bucket_bounds(us) == bounds
 
 
 def test_bucket_bounds_refuse_negative() -> None:
     with pytest.raises(ValueError):
-        latency.bucket_bounds(-1)
+        stats.bucket_bounds(-1)
 
 
 def test_histogram_truncates_to_whole_microseconds() -> None:
     # 15.999 us is still "8 - 15"; 16.0 is "16 - 31"; sub-microsecond samples are "0 - 1".
-    hist = latency.histogram([9_000, 15_999, 16_000, 500, 1_999, 2_000, 31_999])
+    hist = stats.histogram([9_000, 15_999, 16_000, 500, 1_999, 2_000, 31_999])
     assert [b.to_dict() for b in hist] == [{"lo": 0, "hi": 1, "count": 2}, {"lo": 2, "hi": 3, "count": 1},
                                            {"lo": 8, "hi": 15, "count": 2}, {"lo": 16, "hi": 31, "count": 2}]
     assert sum(b.count for b in hist) == 7
@@ -61,42 +63,60 @@ def test_bucket_text_is_the_cover_letters() -> None:
 
 
 def test_summary() -> None:
-    s = latency.summarize([9_000, 10_000, 11_000, 46_000])
+    s = stats.summarize([9_000, 10_000, 11_000, 46_000])
     assert (s.count, s.min_us, s.avg_us, s.max_us, s.p50_us) == (4, 9.0, 19.0, 46.0, 10.5)
-    assert latency.summarize([3_000, 1_000, 2_000]).p50_us == 2.0
+    assert stats.summarize([3_000, 1_000, 2_000]).p50_us == 2.0
     assert s.text() == "min=9 avg=19 max=46"
     with pytest.raises(ValueError):
-        latency.summarize([])
+        stats.summarize([])
 
 
 def test_published_cells_reproduce_the_cover_letter() -> None:
-    for pub in latency.PUBLISHED.values():
+    for pub in stats.PUBLISHED.values():
         assert sum(b.count for b in pub.buckets) == 512 == pub.summary.count
     block = latency.cover_letter_block("File empty, no background load, MAP_SYNC",
                                        *_pub(prealloc=False, background=False, map_sync=True))
     assert block == ("File empty, no background load, MAP_SYNC:\nmin=40 avg=124 max=242\n"
                      "32 - 63 us: 1\n64 - 127 us: 333\n128 - 255 us: 178")
-    assert CellKey("ext4", False, False, True).label() == "File empty, no background load, MAP_SYNC"
+    assert CellKey("ext4", "empty", False, True).label() == "File empty, no background load, MAP_SYNC"
+    assert (CellKey("ext4", "written", False, False).label()
+            == "File preallocated (written), no background load, no MAP_SYNC")
 
 
-def _pub(prealloc: bool, background: bool, map_sync: bool) -> tuple[latency.Summary, tuple[Bucket, ...]]:
-    pub = latency.PUBLISHED[(prealloc, background, map_sync)]
+def test_both_preallocated_modes_face_the_published_preallocated_row() -> None:
+    row = stats.PUBLISHED[(True, False, True)]
+    assert stats.published(CellKey("xfs", "written", False, True)) is row
+    assert stats.published(CellKey("xfs", "fallocate", False, True)) is row
+    assert stats.published(CellKey("xfs", "empty", False, True)) is stats.PUBLISHED[(False, False, True)]
+    assert stats.published(CellKey("xfs", "written", True, True)) is None  # not in the cover letter
+
+
+def test_file_mode_of_stored_params_reads_old_records() -> None:
+    assert stats.file_mode_of({"file": "written", "prealloc": True}) == "written"
+    assert stats.file_mode_of({"prealloc": True}) == "fallocate"
+    assert stats.file_mode_of({"prealloc": False}) == "empty"
+    assert stats.file_mode_of({}) == "empty"
+    with pytest.raises(ValueError, match="unknown file mode 'sparse'"):
+        stats.file_mode_of({"file": "sparse"})
+
+
+def _pub(prealloc: bool, background: bool, map_sync: bool) -> tuple[stats.Summary, tuple[Bucket, ...]]:
+    pub = stats.PUBLISHED[(prealloc, background, map_sync)]
     return pub.summary, pub.buckets
 
 
 def test_published_ratios() -> None:
-    assert latency.published_ratio(True, False) == 1.0
-    assert latency.published_ratio(False, False) == 5.64
-    assert latency.published_ratio(False, True) == 4.87
-    assert latency.published_ratio(True, True) is None  # the cover letter has no such cell
+    assert stats.published_ratio(True, False) == 1.0
+    assert stats.published_ratio(False, False) == 5.64
+    assert stats.published_ratio(False, True) == 4.87
+    assert stats.published_ratio(True, True) is None  # the cover letter has no such cell
 
 
 # -- cells from stored results -----------------------------------------------------------------
 
-def _result(fs: str, prealloc: bool, map_sync: bool, background: bool, samples_us: list[int],
+def _result(fs: str, file: str, map_sync: bool, background: bool, samples_us: list[int],
             verdict: str = "PASS") -> dict[str, Any]:
-    params = {"pages": len(samples_us), "prealloc": prealloc, "map_sync": map_sync,
-              "background_copy": background}
+    params = {"pages": len(samples_us), "file": file, "map_sync": map_sync, "background_copy": background}
     return {"kind": "fault-latency", "verdict": verdict, "accelerator": "tcg",
             "check": {"kind": "fault-latency", "fs": fs, "dax": "always", "params": params},
             "metrics": {"samples_ns": [us * 1000 for us in samples_us]} if verdict == "PASS" else {}}
@@ -108,44 +128,59 @@ def _case(result: dict[str, Any]) -> dict[str, Any]:
 
 
 RESULTS = [
-    _result("ext4", False, False, False, [20, 22, 24]),
-    _result("ext4", False, True, False, [100, 120, 140]),
-    _result("ext4", False, True, False, [130]),  # a repeat: pooled
-    _result("ext4", True, False, False, [10, 10]),
-    _result("ext4", True, True, False, [], verdict="INFRA-ERROR"),
+    _result("ext4", "empty", False, False, [20, 22, 24]),
+    _result("ext4", "empty", True, False, [100, 120, 140]),
+    _result("ext4", "empty", True, False, [130]),  # a repeat: pooled
+    _result("ext4", "fallocate", False, False, [10, 10]),
+    _result("ext4", "fallocate", True, False, [], verdict="INFRA-ERROR"),
+    _result("ext4", "written", False, False, [10, 12]),
+    _result("ext4", "written", True, False, [11, 11]),
 ]
 
 
 def test_cells_pool_repeats_and_keep_failures() -> None:
-    cells = {c.key: c for c in latency.cells_from_results(RESULTS)}
-    sync = cells[CellKey("ext4", False, False, True)]
+    cells = {c.key: c for c in stats.cells_from_results(RESULTS)}
+    sync = cells[CellKey("ext4", "empty", False, True)]
     assert sync.runs == 2 and sync.summary is not None
     assert (sync.summary.count, sync.summary.avg_us) == (4, 122.5)
-    failed = cells[CellKey("ext4", True, False, True)]
+    failed = cells[CellKey("ext4", "fallocate", False, True)]
     assert not failed.measured and failed.verdicts == ["INFRA-ERROR"]
-    # Preallocated cells sort first, as in the cover letter.
-    assert [c.key.prealloc for c in latency.cells_from_results(RESULTS)][:2] == [True, True]
+    # Preallocated cells sort first, as in the cover letter: written, fallocate, then empty.
+    assert [c.key.file for c in stats.cells_from_results(RESULTS)] == ["written", "written", "fallocate",
+                                                                        "fallocate", "empty", "empty"]
+
+
+def test_cells_read_results_stored_before_file_modes() -> None:
+    old = _result("ext4", "empty", True, False, [50])
+    old["check"]["params"] = {"pages": 1, "prealloc": True, "map_sync": True, "background_copy": False}
+    [cell] = stats.cells_from_results([old])
+    assert cell.key == CellKey("ext4", "fallocate", False, True)
 
 
 def test_ratios_pair_map_sync_with_plain() -> None:
-    [ratio] = latency.ratios(latency.cells_from_results(RESULTS))  # the prealloc pair lacks MAP_SYNC
-    assert (ratio.fs, ratio.prealloc, ratio.background) == ("ext4", False, False)
+    written, ratio = stats.ratios(stats.cells_from_results(RESULTS))  # the fallocate pair lacks MAP_SYNC
+    assert (written.file, written.ratio, written.published) == ("written", 1.0, 1.0)
+    assert (ratio.fs, ratio.file, ratio.background) == ("ext4", "empty", False)
     assert ratio.ratio == round(122.5 / 22, 2) and ratio.published == 5.64
     assert ratio.extra_us == 100.5
     assert ratio.p50_ratio == round(125 / 22, 2)
 
 
 def test_render_text_has_table_ratios_and_blocks() -> None:
-    text = latency.render_text(latency.cells_from_results(RESULTS))
-    assert "ext4  empty" in text and "5.64" in text
+    text = latency.render_text(stats.cells_from_results(RESULTS))
+    assert "ext4  empty" in text and "5.64" in text and "ext4  written    none" in text
     assert "not measured: INFRA-ERROR" in text
     assert "[ext4] File empty, no background load, MAP_SYNC:\nmin=100 avg=122 max=140" in text
     assert "  published:\n  min=40 avg=124 max=242" in text
+    # The written cell stands beside the cover letter's preallocated one, and the text says why.
+    assert ("[ext4] File preallocated (written), no background load, MAP_SYNC:\nmin=11 avg=11 max=11\n"
+            "8 - 15 us: 2\n  published:\n  min=9 avg=10 max=47") in text
+    assert "preallocated file had written blocks" in text
 
 
 def test_render_html_is_self_contained(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    cases = [_case(r) for r in RESULTS] + [_case(_result("xfs<b>", False, True, False, [5]))]
+    cases = [_case(r) for r in RESULTS] + [_case(_result("xfs<b>", "empty", True, False, [5]))]
     html = latency.render_html(cases, tmp_path)
     assert html.startswith('<section id="fault-latency">') and html.endswith("</section>")
     assert 'src="data:image/png;base64,' in html
@@ -160,7 +195,7 @@ def test_render_html_without_results(tmp_path: Path) -> None:
 
 def test_plot_png() -> None:
     pytest.importorskip("matplotlib")
-    png = latency.plot_png(latency.cells_from_results(RESULTS))
+    png = latency.plot_png(stats.cells_from_results(RESULTS))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
@@ -168,19 +203,39 @@ def test_plot_png() -> None:
 
 def test_kind_is_in_the_catalog() -> None:
     kind = catalog.get_kind("fault-latency")
-    assert kind is KIND and not kind.uses_crash and kind.render_html is latency.render_html
-    assert kind.params is FaultLatencyParams
+    assert kind is KIND and not kind.uses_crash and kind.params is FaultLatencyParams
+
+
+def test_campaign_page_has_the_latency_section(tmp_path: Path) -> None:
+    cases = [{**_case(r), "position": i, "id": f"c{i}"} for i, r in enumerate(RESULTS)]
+    for case in cases:
+        case["case"]["workload"] = "fault-latency"
+    page = html_report.write_html(tmp_path / "page.html", {"id": "x", "scenario_name": "fault-latency"}, cases)
+    assert '<section id="kind-fault-latency"><section id="fault-latency">' in page.read_text()
+
+
+def test_the_kind_does_not_import_reports() -> None:
+    code = ("import sys, lab.workloads.fault_latency; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('lab.'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=REPO_ROOT, check=True)
+    loaded = proc.stdout.split()
+    assert "lab.latency_stats" in loaded and not [m for m in loaded if m.startswith("lab.report")], loaded
 
 
 def test_params_defaults_and_validation() -> None:
     p = FaultLatencyParams()
-    assert (p.pages, p.prealloc, p.map_sync, p.background_copy) == (512, False, True, False)
+    assert (p.pages, p.file, p.map_sync, p.background_copy) == (512, "empty", True, False)
     with pytest.raises(ValidationError):
         FaultLatencyParams(records=3)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         FaultLatencyParams(pages=0)
-    assert p.argv("/mnt/pmem/f") == ["faultlat", "measure", "--file", "/mnt/pmem/f", "--pages", "512"]
-    assert FaultLatencyParams(prealloc=True, map_sync=False).argv("f")[-2:] == ["--prealloc", "--no-map-sync"]
+    with pytest.raises(ValidationError):
+        FaultLatencyParams(file="sparse")  # type: ignore[arg-type]
+    assert p.argv("/mnt/pmem/f") == ["faultlat", "measure", "--file", "/mnt/pmem/f", "--pages", "512",
+                                     "--setup", "empty"]
+    assert FaultLatencyParams(file="written", map_sync=False).argv("f")[-3:] == ["--setup", "written",
+                                                                                 "--no-map-sync"]
     assert copy_argv("/mnt/pmem")[:2] == ["faultlat", "copy"]
 
 
@@ -188,6 +243,20 @@ def _spec(**kw: Any) -> CheckSpec:
     base: dict[str, Any] = dict(fs=Filesystem.XFS, dax=DaxMode.ALWAYS, params=FaultLatencyParams(pages=64),
                                 crash=None, shape=MachineShape(cpus=1), seed=7)
     return CheckSpec(**{**base, **kw})
+
+
+def test_old_records_prealloc_keeps_its_meaning() -> None:
+    assert FaultLatencyParams(prealloc=True).file == "fallocate"  # type: ignore[call-arg]
+    assert FaultLatencyParams(prealloc=False).file == "empty"  # type: ignore[call-arg]
+    old = {"kind": "fault-latency", "fs": "ext4", "dax": "always", "seed": 3, "cpus": 1, "memory_mib": 1024,
+           "nvdimm_size": 1 << 30, "params": {"pages": 8, "prealloc": True, "map_sync": True, "background_copy": False}}
+    check = check_from_dict(old)
+    assert check.params == FaultLatencyParams(pages=8, file="fallocate")
+    assert check.to_dict()["params"]["file"] == "fallocate" and "prealloc" not in check.to_dict()["params"]
+    with pytest.raises(ValidationError, match="not both"):
+        FaultLatencyParams(prealloc=True, file="written")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="must be true or false"):
+        FaultLatencyParams(prealloc="yes")  # type: ignore[call-arg]
 
 
 def test_make_check_round_trips() -> None:
@@ -223,7 +292,7 @@ def test_judge_measurement_pass_and_metrics() -> None:
     assert metrics["summary"] == {"count": 4, "min_us": 9.5, "avg_us": 19.65, "max_us": 47.0, "p50_us": 11.05}
     assert metrics["histogram_text"] == ["8 - 15 us: 3", "32 - 63 us: 1"]
     assert sum(b["count"] for b in metrics["histogram"]) == 4
-    assert metrics["cell"] == {"fs": "ext4", "prealloc": False, "map_sync": True, "background_copy": False,
+    assert metrics["cell"] == {"fs": "ext4", "file": "empty", "map_sync": True, "background_copy": False,
                                "pages": 4}
 
 
@@ -270,6 +339,28 @@ def test_helper_output_is_what_the_judge_reads(helper: Path, tmp_path: Path) -> 
                                           params, Filesystem.EXT4)
     assert findings[0].verdict is Verdict.PASS, findings
     assert metrics["summary"]["count"] == 16 and len(metrics["samples_ns"]) == 16
+
+
+@pytest.mark.parametrize("setup, argv", [("written", ["--setup", "written"]), ("fallocate", ["--setup", "fallocate"]),
+                                         ("fallocate", ["--prealloc"]), ("empty", [])])
+def test_helper_sets_the_file_up_as_asked(helper: Path, tmp_path: Path, setup: str, argv: list[str]) -> None:
+    path = tmp_path / "f"
+    proc = subprocess.run([str(helper), "measure", "--file", str(path), "--pages", "4", "--no-map-sync", *argv],
+                          capture_output=True, timeout=60, check=True)
+    mmap, done = (json.loads(line) for line in proc.stdout.splitlines())
+    assert mmap["file"] == done["file"] == setup
+    data = path.read_bytes()
+    assert len(data) == 4 * 4096 and not (tmp_path / "f.warmup").exists()
+    # Each page got its one 8-byte store; whatever the setup, the rest reads as zeros.
+    assert all(data[p * 4096 + 8:(p + 1) * 4096] == bytes(4088) for p in range(4))
+    assert all(int.from_bytes(data[p * 4096:p * 4096 + 8], "little") == 0x706d656d6c616231 ^ p for p in range(4))
+
+
+def test_helper_refuses_an_unknown_setup(helper: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(helper), "measure", "--file", str(tmp_path / "f"), "--pages", "4", "--setup", "sparse"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "faultlat: --setup expects empty, fallocate or written, got 'sparse'"
 
 
 def test_helper_without_dax_refuses_map_sync(helper: Path, tmp_path: Path) -> None:

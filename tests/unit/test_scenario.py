@@ -256,6 +256,15 @@ BAD = {
     "records do not fit a page": (edit("records = 40", "records = 40\nrecord_size = 1024\nrecords_per_page = 8"), [
         "s.toml:9: field 'workload.records_per_page': records_per_page = 8 x record_size = 1024 is 8192 bytes, "
         "more than a 4096-byte page, in cell fs=ext4 map_sync=true (and 3 more cells)"]),
+    "unknown oracle": (BASE + "\n[oracles]\nfsk = false\n", [
+        "s.toml:25: field 'oracles.fsk': unknown key; allowed: persistence, fsck, kernel_log"]),
+    "oracle toggle not a bool": (BASE + "\n[oracles]\nfsck = 0\nkernel_log = \"off\"\n", [
+        "s.toml:25: field 'oracles.fsck': input should be a valid boolean, got 0",
+        "s.toml:26: field 'oracles.kernel_log': input should be a valid boolean, got \"off\""]),
+    "KERNEL-BUG expected with the kernel log off": (
+        edit('"VIOLATION"', '"KERNEL-BUG"') + "\n[oracles]\nkernel_log = false\n", [
+            "s.toml:19: field 'expect.0.verdict': only the kernel_log oracle gives KERNEL-BUG, and [oracles] turns "
+            "it off; turn it on or expect another verdict"]),
     "multi-line array": (edit("map_sync = [true, false]", 'map_sync = [\n  true,\n  "x",\n]\nprealloc = ["y"]'), [
         "s.toml:11: field 'matrix.map_sync.1': input should be a valid boolean, got \"x\"",
         "s.toml:15: field 'matrix.prealloc.0': input should be a valid boolean, got \"y\""]),
@@ -265,6 +274,51 @@ BAD = {
 @pytest.mark.parametrize("text, expected", BAD.values(), ids=BAD.keys())
 def test_bad_scenario_exact_messages(tmp_path: Path, text: str, expected: list[str]) -> None:
     assert errors(tmp_path, text) == expected
+
+
+def test_oracles_turned_off_reach_the_cases(tmp_path: Path) -> None:
+    scenario = load_scenario(write(tmp_path, BASE + "\n[oracles]\npersistence = false\nfsck = false\n"))
+    assert scenario.oracles == {"persistence": False, "fsck": False, "kernel_log": True}
+
+
+NO_CUT = """\
+[scenario]
+name = "t"
+description = "d"
+workload = "fault-latency"
+
+[oracles]
+{oracles}
+
+[[expect]]
+verdict = "PASS"
+"""
+
+
+@pytest.mark.parametrize("workload, oracles, expected", [
+    ("fault-latency", "fsck = false", "s.toml:7: field 'oracles.fsck': the fault-latency workload cuts no power, "
+     "so no fsck oracle runs and there is nothing to turn off; remove the key"),
+    ("fault-latency", "persistence = false", "s.toml:7: field 'oracles.persistence': the fault-latency workload "
+     "acknowledges no records, so no persistence oracle runs and there is nothing to turn off; remove the key"),
+    ("truncate-fault-race", "persistence = false", "s.toml:7: field 'oracles.persistence': the "
+     "truncate-fault-race workload acknowledges no records, so no persistence oracle runs and there is nothing to "
+     "turn off; remove the key"),
+])
+def test_an_oracle_the_kind_never_runs_cannot_be_turned_off(tmp_path: Path, workload: str, oracles: str,
+                                                             expected: str) -> None:
+    text = NO_CUT.format(oracles=oracles).replace('"fault-latency"', json.dumps(workload))
+    if workload == "truncate-fault-race":
+        text = text.replace("[oracles]", '[crash]\nstrategy = "time_offsets"\nseconds = [1.0]\n\n[oracles]')
+        expected = expected.replace("s.toml:7:", "s.toml:11:")
+    assert errors(tmp_path, text) == [expected]
+
+
+def test_oracles_a_kind_runs_can_be_turned_off(tmp_path: Path) -> None:
+    latency = load_scenario(write(tmp_path, NO_CUT.format(oracles="kernel_log = false\nfsck = true")))
+    assert latency.oracles == {"persistence": True, "fsck": True, "kernel_log": False}
+    race = NO_CUT.format(oracles="fsck = false").replace('"fault-latency"', '"truncate-fault-race"')
+    race = race.replace("[oracles]", '[crash]\nstrategy = "time_offsets"\nseconds = [1.0]\n\n[oracles]')
+    assert load_scenario(write(tmp_path, race)).oracles["fsck"] is False
 
 
 def test_all_problems_at_once_in_file_order(tmp_path: Path) -> None:
