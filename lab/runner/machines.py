@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab.vm.capture import capture_file
-from lab.errors import GuestError
+from lab.errors import GuestError, LabError
 from lab.guest import pmem
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
@@ -36,8 +36,8 @@ from lab.paths import cache_dir
 from lab.vm.boot import MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
-from lab.vm.snapshot import (ReadySnapshot, SnapshotError, load_snapshot, snapshot_inputs, snapshot_key,
-                             write_manifest)
+from lab.vm.snapshot import (ReadySnapshot, SnapshotError, forget_verified, load_snapshot, snapshot_inputs,
+                             snapshot_key, write_manifest)
 from lab.vm.spec import MIB, Accel, MachineSpec, RamFile, ShareSpec
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 RESTORE_TIMEOUT_S = 60.0
 BUILD_LOCK_TIMEOUT_S = 600.0  # another process building the same snapshot: a cold boot + mkfs under TCG
 READY_CONSOLE = "ready.console.log"
-DROP_CACHES = "sync; echo 3 > /proc/sys/vm/drop_caches; blockdev --flushbufs {device}"
+BUILD_NEEDS_MIB = 400  # the guest RAM it touches (~260 MB at 1 GiB) plus the made filesystem
+DROP_CACHES = 'sync; echo 3 > /proc/sys/vm/drop_caches; blockdev --flushbufs "$1"'
+RAW_DEVICE = "/dev/pmem0"  # a label-less NVDIMM's raw namespace
 
 
 class BootMode(str, Enum):
@@ -79,35 +81,42 @@ class SnapshotRequest:
         return snapshot_inputs(self.spec_for_key(), self.image.id, prepared)
 
 
-_memo: dict[str, ReadySnapshot] = {}  # key -> a checked entry: later lookups in this process skip the disk
+_memo: dict[Path, ReadySnapshot] = {}  # entry dir -> a checked entry: later lookups in this process skip the disk
 
 
 def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
     """The cached ready snapshot for `request`, built (once, under a lock) when missing or broken."""
     inputs = request.inputs()
     key = snapshot_key(inputs)
-    if key in _memo:
-        return _memo[key]
     root = snapshots_dir()
-    root.mkdir(parents=True, exist_ok=True)
     entry = root / key
+    if entry in _memo:
+        return _memo[entry]
+    root.mkdir(parents=True, exist_ok=True)
     with _build_lock(root / f"{key}.lock"):
         if entry.exists():
             try:
                 snap = load_snapshot(entry, key)
-                _memo[key] = snap
+                _memo[entry] = snap
                 return snap
             except SnapshotError as exc:
                 log.warning("%s; rebuilding it", exc)
                 shutil.rmtree(entry, ignore_errors=True)
         snap = _build(request, inputs, key, entry)
-    _memo[key] = snap
+    _memo[entry] = snap
     return snap
 
 
 def forget(snap: ReadySnapshot) -> None:
-    """Drop a snapshot that failed to restore, so the next request checks (and rebuilds) it."""
-    _memo.pop(snap.key, None)
+    """Drop a snapshot that failed to restore, so the next request checks it again (and rebuilds it
+    if it is broken)."""
+    _memo.pop(snap.directory, None)
+    forget_verified(snap.directory)
+
+
+def load_snapshot_of(state: Path) -> ReadySnapshot:
+    """The memoised entry a state file belongs to (for forgetting it)."""
+    return _memo.get(state.parent) or ReadySnapshot(state.parent.name, state.parent, {})
 
 
 @contextmanager
@@ -150,12 +159,17 @@ def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry:
             if request.fs is not None:
                 device = pmem.create_fsdax(machine.agent)
                 pmem.mkfs(machine.agent, request.fs, device)
-                # Nothing of the media may stay in guest RAM: a clone reads its own media.
-                machine.run(["sh", "-c", DROP_CACHES.format(device=device)], timeout=60, check=True)
+            # Nothing of the media may stay in guest RAM: a clone reads its own media.
+            machine.run(["sh", "-c", DROP_CACHES, "sh", device or RAW_DEVICE], timeout=60, check=True)
             save_s = machine.save_state(tmp / "state.bin")
         write_manifest(tmp, key, inputs, {"device": device, "save_s": round(save_s, 3),
                                           "build_s": round(time.monotonic() - started, 3)})
         tmp.rename(entry)
+    except (LabError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(entry.parent).free // MIB
+        raise SnapshotError(f"the ready snapshot could not be built under {entry.parent} ({free} MiB free there; "
+                            f"a build needs about {BUILD_NEEDS_MIB} MiB): {exc}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -199,7 +213,11 @@ class MachineMaker:
         """Boot (cold) or restore (snapshot) to an answering agent; seconds it took."""
         if machine.incoming is None:
             return machine.wait_ready(ready_timeout(self.accel))
-        seconds = machine.wait_ready(RESTORE_TIMEOUT_S)
+        try:
+            seconds = machine.wait_ready(RESTORE_TIMEOUT_S)
+        except LabError:
+            forget(load_snapshot_of(machine.incoming))
+            raise
         # The guest's wall clock is the template's: set it, so file times and logs read true.
         machine.run(["date", "-u", "-s", f"@{int(time.time())}"], timeout=10, check=True)
         return seconds

@@ -42,10 +42,13 @@ class MachineState(Enum):
 
 
 class Machine:
-    def __init__(self, spec: MachineSpec, workdir: Path, incoming: Path | None = None) -> None:
+    def __init__(self, spec: MachineSpec, workdir: Path, incoming: Path | None = None,
+                 ignore_shared: bool = True) -> None:
         self.spec = spec
         self.workdir = workdir
         self.incoming = incoming  # a ready snapshot's state file: restore instead of booting
+        # Only tests turn this off, to show what x-ignore-shared prevents (the template leaking into the media).
+        self.ignore_shared = ignore_shared
         self._state_fd: int | None = None
         self.state = MachineState.NEW
         self.process: OwnedProcess | None = None
@@ -132,7 +135,7 @@ class Machine:
         assert self.qmp is not None and self.process is not None and self._state_fd is not None
         deadline = time.monotonic() + timeout
         try:
-            migration_caps(self._qmp)
+            migration_caps(self._qmp, self.ignore_shared)
             self._qmp("migrate-incoming", {"uri": f"fd:{self._state_fd}"})
             wait_migration(lambda: self._qmp("query-migrate"), f"restoring {self.incoming}",
                            max(1.0, deadline - time.monotonic()))
@@ -167,7 +170,7 @@ class Machine:
         started = time.monotonic()
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            migration_caps(self._qmp)
+            migration_caps(self._qmp, self.ignore_shared)
             self._qmp("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH})
             self.qmp.send_fd(fd, "pmemlab-state")
             self._qmp("migrate", {"uri": "fd:pmemlab-state"})

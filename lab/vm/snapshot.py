@@ -137,6 +137,12 @@ def _sha256(path: Path) -> str:
 _verified: dict[tuple[str, int, int, int], bool] = {}  # (path, ino, size, mtime_ns): checked this process
 
 
+def forget_verified(directory: Path) -> None:
+    """Hash the entry's files again on next use (after a restore from it failed)."""
+    for token in [t for t in _verified if Path(t[0]).parent == directory]:
+        del _verified[token]
+
+
 def load_snapshot(directory: Path, key: str) -> ReadySnapshot:
     """The entry at `directory`, checked: manifest, key, state size and (once per process) its sha256.
 
@@ -184,10 +190,10 @@ def write_manifest(directory: Path, key: str, inputs: dict[str, Any], extra: dic
     return manifest
 
 
-def migration_caps(qmp_execute: Any) -> None:
+def migration_caps(qmp_execute: Any, ignore_shared: bool = True) -> None:
     """Both ends: skip share=on RAM blocks (the NVDIMMs). A destination without it refuses the stream."""
     qmp_execute("migrate-set-capabilities",
-                {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+                {"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]})
 
 
 def wait_migration(query: Any, what: str, timeout: float = MIGRATE_TIMEOUT_S) -> dict[str, Any]:
