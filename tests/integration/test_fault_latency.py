@@ -94,7 +94,6 @@ def test_the_report_renders_the_table(table: dict[tuple[FileMode, bool], Workloa
     print("\n" + latency.render_text(cells))  # visible with -s: the table of this machine
     assert [r.file for r in latency_stats.ratios(cells)] == ["written", "fallocate", "empty"]
     cases = [{"case": {}, "verdict": "PASS", "latest_attempt": {"result": r.to_dict()}} for r in table.values()]
-    pytest.importorskip("matplotlib")
     assert "data:image/png;base64," in latency.render_html(cases, tmp_path)
 
 
