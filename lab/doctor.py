@@ -115,8 +115,13 @@ def check_writable(label: str, path: Path, who: Identity) -> Check:
     probe = path
     while not probe.exists():
         probe = probe.parent
-    blocked = [p for p in [probe, *(sorted(probe.iterdir()) if probe == path and probe.is_dir() else [])]
-               if p.is_dir() and not permits(p.stat(), who, os.W_OK | os.X_OK)]
+    candidates = [probe]
+    if probe == path and probe.is_dir():
+        try:
+            candidates += sorted(probe.iterdir())
+        except PermissionError:
+            pass  # unreadable: the directory itself is reported
+    blocked = [p for p in candidates if p.is_dir() and not permits(p.stat(), who, os.W_OK | os.X_OK)]
     if blocked:
         owner = blocked[0].stat().st_uid
         return Check(label, False, f"{blocked[0]} is not writable by {who.name} (owner uid {owner})",
