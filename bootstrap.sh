@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# pmemlab quick start. On a fresh Debian 12 / Ubuntu machine, as root or a sudoer:
+# pmemlab quick start. On a fresh Debian 12 / Ubuntu machine, as an ordinary user with sudo (or as root):
 #
 #   ./bootstrap.sh          install everything, build the guest image, run the main job
 #   ./bootstrap.sh test     install everything, build the guest image, run the full test suite
 #
+# Only apt runs under sudo. The lab itself runs as the invoking user: QEMU under TCG needs no privilege,
+# KVM needs read-write /dev/kvm (the kvm group; 'pmemlab doctor' says), and 'apt-get download' of the
+# guest kernel works unprivileged.
 # Idempotent: installed packages, the virtualenv and the cached image are reused.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,16 +44,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-# Needs root for 'apt-get download' of the kernel package (nothing is installed).
-$SUDO .venv/bin/pmemlab image build
+.venv/bin/pmemlab image build
 
 case "${1:-run}" in
     run)
-        $SUDO .venv/bin/pmemlab doctor || true
-        exec $SUDO .venv/bin/pmemlab run mapsync --fs ext4
+        .venv/bin/pmemlab doctor || true
+        exec .venv/bin/pmemlab run mapsync --fs ext4
         ;;
     test)
-        exec $SUDO .venv/bin/python -m pytest -v -ra tests
+        exec .venv/bin/python -m pytest -v -ra tests
         ;;
     *)
         echo "usage: $0 [run|test]" >&2

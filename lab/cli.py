@@ -201,11 +201,11 @@ def scenarios_list(as_json: bool) -> None:
     """Every scenario: workload kind, purpose, matrix cells and cases, or why it does not load (exit 1)."""
     from rich.markup import escape
 
-    from lab import paths
     from lab.cases import summarize_scenarios
+    from lab.paths import scenarios_dir
 
     ui = UI(as_json)
-    directory = paths.REPO_ROOT / "scenarios"
+    directory = scenarios_dir()
     summaries = summarize_scenarios(directory)
     if as_json:
         ui.emit_json([s.to_dict() for s in summaries])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
@@ -36,6 +41,93 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who runs the lab: uid, the groups this process holds, the groups /etc/group gives the user."""
+
+    name: str
+    uid: int
+    active_gids: frozenset[int]
+    member_gids: frozenset[int]
+
+    @classmethod
+    def current(cls) -> "Identity":
+        uid = os.getuid()
+        active = frozenset([os.getgid(), *os.getgroups()])
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return cls(str(uid), uid, active, active)
+        return cls(entry.pw_name, uid, active, frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid)))
+
+
+def permits(st: os.stat_result, who: Identity, want: int) -> bool:
+    """Whether mode bits grant `want` (os.R_OK|W_OK|X_OK) to `who` through its active groups (ACLs aside)."""
+    if who.uid == 0:
+        return True
+    if st.st_uid == who.uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid in who.active_gids:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return bits & want == want
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def check_kvm_access(device: Path, accessible: bool, pvm: bool, who: Identity) -> Check | None:
+    """For a user who cannot open /dev/kvm: what that costs and how to get access. None without /dev/kvm."""
+    try:
+        st = device.stat()
+    except FileNotFoundError:
+        return None
+    if accessible:
+        return Check("kvm access", True, f"{device} is read-write for {who.name}")
+    group = _group_name(st.st_gid)
+    node = f"{device} is {stat.filemode(st.st_mode)[1:]} owner uid {st.st_uid}, group {group}"
+    group_rw = st.st_mode & 0o060 == 0o060
+    if group_rw and st.st_gid in who.member_gids:
+        fix = (f"{who.name} is in group {group} but this login predates it: log in again "
+               f"(or run 'newgrp {group}')")
+    elif group_rw:
+        fix = f"sudo usermod -aG {group} {who.name}, then log in again"
+    else:
+        fix = (f"give {device} to group kvm read-write (udev: KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"), "
+               f"then sudo usermod -aG kvm {who.name}")
+    if pvm:
+        return Check("kvm access", True, f"{node}: not accessible to {who.name}, which costs nothing here "
+                     "(PVM: TCG is used anyway)", fix)
+    return Check("kvm access", False, f"{node}: not accessible to {who.name}, so machines run under TCG "
+                 "(many times slower) and --accel kvm fails", fix)
+
+
+def check_writable(label: str, path: Path, who: Identity) -> Check:
+    """`path` (or the directory it will be made in) and its entries must be writable by `who`: a cache
+    left by an earlier run as root is not."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    candidates = [probe]
+    if probe == path and probe.is_dir():
+        try:
+            candidates += sorted(probe.iterdir())
+        except PermissionError:
+            pass  # unreadable: the directory itself is reported
+    blocked = [p for p in candidates if p.is_dir() and not permits(p.stat(), who, os.W_OK | os.X_OK)]
+    if blocked:
+        owner = blocked[0].stat().st_uid
+        return Check(label, False, f"{blocked[0]} is not writable by {who.name} (owner uid {owner})",
+                     f"sudo chown -R {who.name}: {path}" if probe == path else f"sudo install -d -o {who.name} {path}",
+                     data={"blocked": [str(p) for p in blocked]})
+    return Check(label, True, f"{path} is writable by {who.name}")
 
 
 def check_qemu() -> list[Check]:
@@ -108,10 +200,19 @@ def check_tools() -> Check:
     return Check("image tools", True, "gcc, cpio, depmod, busybox, ndctl, e2fsprogs, xfsprogs present")
 
 
+def check_user(who: Identity) -> list[Check]:
+    """What an ordinary user needs: /dev/kvm for speed, the cache and data directories for anything."""
+    checks = [check_writable("writable (cache)", cache_dir(), who), check_writable("writable (runs)", data_dir(), who)]
+    kvm = check_kvm_access(Path("/dev/kvm"), os.access("/dev/kvm", os.R_OK | os.W_OK),
+                           Path("/sys/module/kvm_pvm").exists(), who)
+    return checks + ([kvm] if kvm else [])
+
+
 def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
     checks = check_qemu()
     image_check, image = check_image(image_name)
     if shutil.which(QEMU):
         checks.append(check_accel(image))
+    checks += check_user(Identity.current())
     checks += [check_tools(), image_check, check_kernel_config(image)] + check_disk()
     return Report(checks)

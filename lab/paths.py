@@ -1,16 +1,39 @@
-"""Where the lab keeps things: repo assets, the image cache, run directories."""
+"""Where the lab keeps things: shipped assets (recipes, guest sources, scenarios), the image cache, run directories."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from lab.errors import LabError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+# An installed wheel carries images/ and scenarios/ here (pyproject's force-include); a checkout or an
+# editable install has them at the top of the repository.
+PACKAGED_ASSETS = PACKAGE_DIR / "_assets"
+
+
+def asset_dir(name: str, root: Path | None = None, packaged: Path | None = None) -> Path:
+    """The shipped directory `name` (images, scenarios): inside the installed package, else in the checkout."""
+    candidates = [(packaged or PACKAGED_ASSETS) / name, (root or REPO_ROOT) / name]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise LabError(f"{name}/ not found at {candidates[0]} (installed package) or {candidates[1]} (checkout): "
+                   "reinstall pmemlab")
 
 
 def images_dir() -> Path:
-    """Recipes and guest sources (images/ of the checkout)."""
-    return Path(os.environ.get("PMEMLAB_IMAGES_DIR", REPO_ROOT / "images"))
+    """Recipes and guest sources (images/); PMEMLAB_IMAGES_DIR overrides."""
+    env = os.environ.get("PMEMLAB_IMAGES_DIR")
+    return Path(env) if env else asset_dir("images")
+
+
+def scenarios_dir() -> Path:
+    """The shipped scenario files (scenarios/*.toml); PMEMLAB_SCENARIOS_DIR overrides."""
+    env = os.environ.get("PMEMLAB_SCENARIOS_DIR")
+    return Path(env) if env else asset_dir("scenarios")
 
 
 def cache_dir() -> Path:

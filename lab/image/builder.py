@@ -121,7 +121,8 @@ def _copy_modules(inputs: BuildInputs, root: Path) -> list[str]:
     for meta in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         if (kernel.moddir / meta).is_file():
             shutil.copy2(kernel.moddir / meta, target / meta)
-    subprocess.run(["depmod", "-b", str(root), kernel.version], check=True, capture_output=True, timeout=120)
+    # which(): depmod lives in /usr/sbin, which an ordinary user's PATH lacks.
+    subprocess.run([str(which("depmod")), "-b", str(root), kernel.version], check=True, capture_output=True, timeout=120)
     return index.load_order(wanted)
 
 

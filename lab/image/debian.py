@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import ImageError
+from lab.image.libdeps import which
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def unpack(deb: Path, kernels: Path, key: str) -> Path:
     try:
         _run(["dpkg-deb", "-x", str(deb), str(tmp)])
         for moddir in (tmp / "lib" / "modules").iterdir():
-            _run(["depmod", "-b", str(tmp), moddir.name])
+            _run([str(which("depmod")), "-b", str(tmp), moddir.name])  # /usr/sbin: not on a user's PATH
         (tmp / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

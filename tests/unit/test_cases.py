@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cases import CASE_FORMAT, Case, case_id, case_seed, expand, export_case_scenario
+from lab.cases import CASE_FORMAT, Case, expand, export_case_scenario
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
@@ -124,22 +124,16 @@ def test_case_fields_come_from_machine_workload_cell_and_oracles(tmp_path: Path)
                                                 delay_us=5)
 
 
-def test_ids_and_seeds_are_stable_and_follow_their_formulas(tmp_path: Path) -> None:
+def test_ids_and_seeds_are_stable_and_distinct(tmp_path: Path) -> None:
+    """Their values are pinned by tests/unit/golden/scenarios/ (test_scenario_golden.py)."""
     cases = wide(tmp_path)
     (tmp_path / "other").mkdir()
     again = wide(tmp_path / "other")  # same bytes, other path: same cases
     assert cases == again
     assert len({c.id for c in cases}) == len(cases)
+    assert len({c.seed for c in cases}) == len(cases)
     scenario_hash = hashlib.sha256(WIDE.format(crash=CRASHES["ack_list"]).encode()).hexdigest()
-    for case in cases:
-        assert case.scenario_hash == scenario_hash
-        canonical = json.dumps(case.cell, sort_keys=True, separators=(",", ":"))
-        text = f"{scenario_hash}\n{canonical}\n{case.repeat}\n{case.crash_index}"
-        assert case.id == hashlib.sha256(text.encode()).hexdigest()[:12] == case_id(
-            scenario_hash, case.cell, case.repeat, case.crash_index)
-        digest = hashlib.sha256(f"7:{case.cell_key}:{case.repeat}:{case.crash_index}".encode()).hexdigest()
-        assert case.seed == int(digest[:16], 16) % 2**31 == case_seed(7, case.cell_key, case.repeat,
-                                                                     case.crash_index)
+    assert {c.scenario_hash for c in cases} == {scenario_hash}
 
 
 def test_any_byte_of_the_file_changes_the_ids(tmp_path: Path) -> None:
@@ -252,4 +246,4 @@ def test_case_seed_pins_every_seed(tmp_path: Path) -> None:
     text = WIDE.format(crash=CRASHES["random_ack"]).replace("seed = 7\n", "seed = 7\ncase_seed = 99\n")
     cases = expand(parse_scenario(text.encode(), Path("pinned.toml")))
     assert {c.seed for c in cases} == {99} and {c.check.crash for c in cases} == {CrashPoint.random_ack(50, 99)}
-    assert [c.id for c in cases] == [case_id(cases[0].scenario_hash, c.cell, c.repeat, c.crash_index) for c in cases]
+    assert len({c.id for c in cases}) == len(cases)  # a pinned seed leaves the ids apart

@@ -179,7 +179,6 @@ def test_render_text_has_table_ratios_and_blocks() -> None:
 
 
 def test_render_html_is_self_contained(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     cases = [_case(r) for r in RESULTS] + [_case(_result("xfs<b>", "empty", True, False, [5]))]
     html = latency.render_html(cases, tmp_path)
     assert html.startswith('<section id="fault-latency">') and html.endswith("</section>")
@@ -194,7 +193,6 @@ def test_render_html_without_results(tmp_path: Path) -> None:
 
 
 def test_plot_png() -> None:
-    pytest.importorskip("matplotlib")
     png = latency.plot_png(stats.cells_from_results(RESULTS))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

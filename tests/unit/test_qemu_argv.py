@@ -55,9 +55,3 @@ def test_maxmem_covers_nvdimms() -> None:
 def test_nvdimm_size_must_be_aligned() -> None:
     with pytest.raises(ValueError, match="multiple of its align"):
         NvdimmSpec(Path("/x"), 3 * MIB)
-
-
-def test_argv_is_a_list_of_strings_no_shell() -> None:
-    argv = qemu_argv(CASES["tcg-one-nvdimm"], FDS)
-    assert all(isinstance(a, str) for a in argv)
-    assert argv[0] == "qemu-system-x86_64"

@@ -10,11 +10,10 @@ from typing import get_args
 import pytest
 from click.testing import CliRunner
 
-from lab import paths
 from lab.cli import cli
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
-from lab.paths import REPO_ROOT
+from lab.paths import scenarios_dir
 from lab.scenario import DaxName, FsName, load_scenario, matrix_keys
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
@@ -24,7 +23,7 @@ from lab.workloads.mapsync import MapsyncParams
 from lab.workloads.mapsync_kind import KIND as MAPSYNC
 from lab.workloads.mapsync import MapsyncParams as MapsyncScenarioParams
 
-SCENARIOS = REPO_ROOT / "scenarios"
+SCENARIOS = scenarios_dir()
 
 # Line numbers matter: the expected messages below point into this text.
 BASE = """\
@@ -359,7 +358,7 @@ def test_scenarios_list_shows_a_broken_file_with_its_error(tmp_path: Path, monke
     write(tmp_path / "scenarios", edit('workload = "mapsync"', 'workload = "mapsync"\nrepeat = 3'), "a-wide.toml")
     write(tmp_path / "scenarios", edit('workload = "mapsync"', 'workload = "fio"'), "b-broken.toml")
     write(tmp_path / "scenarios", "not a scenario", "notes.txt")
-    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("PMEMLAB_SCENARIOS_DIR", str(tmp_path / "scenarios"))
     monkeypatch.setenv("COLUMNS", "300")
     result = CliRunner().invoke(cli, ["scenarios", "list", "--json"])
     assert result.exit_code == 1
