@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ from lab.image import cache as image_cache
 from lab.image.kconfig import INTERESTING_OPTIONS, REQUIRED_OPTIONS, missing_options, parse_config
 from lab.paths import cache_dir, data_dir
 from lab.vm.accel import HostFacts, decide_from_facts
+from lab.vm.spec import Accel
 
 MIN_FREE_BYTES = 4 * 1024**3
 QEMU = "qemu-system-x86_64"
@@ -147,12 +149,60 @@ def check_accel(image: image_cache.Image | None) -> Check:
     facts = HostFacts.read(QEMU)
     verdict = decide_from_facts(facts, "auto")
     if verdict is not None:
-        return Check("accelerator", True, f"{verdict.accel.value}: {verdict.reason}", data=asdict(facts))
+        return Check("accelerator", True, f"{verdict.accel.value}: {verdict.reason}",
+                     data={**asdict(facts), "decided": verdict.accel})
     remembered = list((cache_dir() / "accel").glob(f"{facts.cache_key()}.json"))
     if remembered:
         return Check("accelerator", True, f"remembered verdict: {remembered[0].read_text().strip()}", data=asdict(facts))
     return Check("accelerator", True, "KVM looks usable; the first run proves it with a test boot "
                  f"{'(image ready)' if image else '(needs an image first)'}", data=asdict(facts))
+
+
+def qemu_migration_capabilities(qemu: str) -> set[str]:
+    """The migration capabilities this QEMU offers (a QMP session on stdio, no machine)."""
+    commands = ('{"execute":"qmp_capabilities"}\n{"execute":"query-migrate-capabilities"}\n'
+                '{"execute":"quit"}\n')
+    try:
+        out = subprocess.run([qemu, "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio"],
+                             input=commands, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    found: set[str] = set()
+    for line in out.splitlines():
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply.get("return"), list):
+            found |= {str(c.get("capability")) for c in reply["return"] if isinstance(c, dict)}
+    return found
+
+
+def check_snapshots(image: image_cache.Image | None, accel: Accel | None) -> Check:
+    """Can this host restore ready snapshots (the default path), and how fast?"""
+    qemu = shutil.which(QEMU)
+    if qemu is None or "x-ignore-shared" not in qemu_migration_capabilities(qemu):
+        return Check("snapshots", False, "this QEMU has no x-ignore-shared migration capability: a saved state "
+                     "would carry the NVDIMM content", "run with --cold-boot, or install QEMU >= 4.0")
+    if image is None or accel is None:
+        return Check("snapshots", True, "QEMU can keep NVDIMMs out of saved states; the first run builds a ready "
+                     "snapshot (once the image and the accelerator verdict exist)")
+    from lab.guest.pmem import Filesystem
+    from lab.runner.machines import SnapshotRequest, find_snapshot, probe_restore
+    from lab.vm.boot import MachineShape
+
+    request = SnapshotRequest(image, accel, MachineShape(), Filesystem.EXT4)
+    snap = find_snapshot(request)
+    if snap is None:
+        return Check("snapshots", True, f"QEMU can keep NVDIMMs out of saved states; no ready snapshot for image "
+                     f"{image.id} ({accel.value}) yet: the first run builds one (a cold boot + mkfs)")
+    try:
+        seconds = probe_restore(request, snap)
+    except LabError as exc:
+        return Check("snapshots", False, f"restoring ready snapshot {snap.directory} failed: {exc}",
+                     "run with --cold-boot meanwhile; delete that directory to rebuild it")
+    return Check("snapshots", True, f"ready snapshot {snap.key} (ext4, {accel.value}) restores to an answering "
+                 f"agent in {seconds:.2f} s", data={"directory": str(snap.directory), "restore_s": round(seconds, 3)})
 
 
 def check_image(name: str) -> tuple[Check, image_cache.Image | None]:
@@ -212,7 +262,9 @@ def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
     checks = check_qemu()
     image_check, image = check_image(image_name)
     if shutil.which(QEMU):
-        checks.append(check_accel(image))
+        accel_check = check_accel(image)
+        checks.append(accel_check)
+        checks.append(check_snapshots(image, accel_check.data.get("decided")))
     checks += check_user(Identity.current())
     checks += [check_tools(), image_check, check_kernel_config(image)] + check_disk()
     return Report(checks)

@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -105,6 +106,30 @@ def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
         snap = _build(request, inputs, key, entry)
     _memo[entry] = snap
     return snap
+
+
+def find_snapshot(request: SnapshotRequest) -> ReadySnapshot | None:
+    """The intact cached snapshot for `request`, or None (nothing is built)."""
+    key = snapshot_key(request.inputs())
+    try:
+        return load_snapshot(snapshots_dir() / key, key)
+    except SnapshotError:
+        return None
+
+
+def probe_restore(request: SnapshotRequest, snap: ReadySnapshot) -> float:
+    """Restore one clone of `snap` on a copy of its template media and ping it: seconds to the answer."""
+    workdir = Path(tempfile.mkdtemp(prefix="pmemlab-restore-probe-"))
+    try:
+        maker = MachineMaker(request.image, request.accel, request.shape, BootMode.SNAPSHOT)
+        media = capture_file(snap.template_media, workdir / "nvdimm0.img").path
+        with Machine(replace(lab_spec(request.image, "restore-probe", workdir, [media], request.accel, request.shape),
+                             ram_file=RamFile(snap.ram, shared=False)), workdir, incoming=snap.state) as machine:
+            seconds = maker.bring_up(machine)
+            machine.destroy()
+        return seconds
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def forget(snap: ReadySnapshot) -> None:
