@@ -261,10 +261,11 @@ def results_show(ident: str, db: str | None, as_json: bool) -> None:
 @db_option
 @click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -> None:
+@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
+def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, cold_boot: bool) -> None:
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
-    from lab.cli import EXIT_LAB_ERROR, resolve_accel
+    from lab.cli import EXIT_LAB_ERROR, boot_mode, resolve_accel
     from lab.runner.guest_run import RunHooks
     from lab.workloads.catalog import get_kind
     from lab.errors import LabError
@@ -291,7 +292,8 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool) -
         walls: list[float] = []
         for i in range(times):
             run_dir = new_run_dir(f"repro-{case.id}")
-            result = get_kind(case.workload).run(case.check, image, verdict, run_dir, RunHooks())
+            result = get_kind(case.workload).run(case.check, image, verdict, run_dir,
+                                                 RunHooks(boot=boot_mode(cold_boot), oracles=dict(case.oracles)))
             got.append(result.verdict.value)
             walls.append(result.timings.get("total", 0.0))
             ui.info(f"run {i + 1}/{times}: {result.verdict.value} ({run_dir})")
