@@ -322,6 +322,7 @@ def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Prog
                     break
                 what, item = queue.popleft()
                 slot = free_slots.pop(0)
+                future: Future[Any]
                 if what == "case":
                     if isinstance(item, Case):
                         future = pool.submit(run_case, ctx, item, slot, progress, attempts_so_far(item) + 1)

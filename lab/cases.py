@@ -26,7 +26,8 @@ from lab.errors import ConfigError
 from lab.scenario import Scenario, cell_key, load_scenario, parse_scenario
 from lab.verdict import Verdict
 from lab.vm.spec import MIB
-from lab.workloads.base import Check, CheckSpec
+from lab.runner.guest_run import Check
+from lab.workloads.base import CheckSpec
 from lab.workloads.catalog import get_kind
 
 CASE_FORMAT = 2  # bump when to_dict changes shape; from_dict reads READABLE_FORMATS

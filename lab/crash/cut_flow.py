@@ -29,8 +29,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Self, Sequence
 
-from pydantic import BaseModel
-
 from lab.crash.point import CrashPoint
 from lab.crash.powercut import CutResult, capture_media, freeze_and_close
 from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
@@ -41,10 +39,10 @@ from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.oracles.fsck import run_fsck
+from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, os_errno, run_guarded
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape, shape_dict, shape_from_dict
 from lab.vm.capture import Capture
 from lab.vm.machine import Machine
 
@@ -110,22 +108,15 @@ class CrashTrigger:
 
 
 @dataclass(frozen=True)
-class CutCheck:
-    """A power-cut kind's check (pure data): the cell, the crash point, and the run options. A kind
-    subclasses it, naming its params model (and the field's type), its name and START_MARK, the MARK
-    a time-offset crash point counts from."""
+class CutCheck(BaseCheck):
+    """A power-cut kind's check: the base check plus the crash point and whether to keep the capture.
+    A kind subclasses it, naming its params model (and the field's type), its name and START_MARK,
+    the MARK a time-offset crash point counts from."""
 
-    fs: Filesystem
-    dax: DaxMode
-    params: BaseModel
     crash: CrashPoint
-    shape: MachineShape = MachineShape()
-    seed: int = 1
-    keep_capture: bool = False
+    keep_capture: bool = field(default=False, kw_only=True)
 
-    KIND: ClassVar[str]
     START_MARK: ClassVar[str]
-    PARAMS: ClassVar[type[BaseModel]]
     # Whether the workload's command line uses the seed: if not, checks that differ only in their
     # crash point and seed share one workload run.
     WORKLOAD_USES_SEED: ClassVar[bool] = True
@@ -142,17 +133,16 @@ class CutCheck:
         return json.dumps(data, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.KIND, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                "crash": self.crash.to_dict(), **shape_dict(self.shape), "seed": self.seed,
-                "keep_capture": self.keep_capture}
+        return {**super().to_dict(), "crash": self.crash.to_dict(), "keep_capture": self.keep_capture}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """The inverse of to_dict."""
-        return cls(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-                   params=cls.PARAMS.model_validate(data["params"]), crash=CrashPoint.from_dict(data["crash"]),
-                   shape=shape_from_dict(data),
-                   seed=int(data.get("seed", 1)), keep_capture=bool(data.get("keep_capture", False)))
+        try:
+            crash = CrashPoint.from_dict(data["crash"])
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"not a {cls.KIND} check: no crash point ({exc})") from None
+        return cls(**cls.fields_from_dict(data), crash=crash, keep_capture=bool(data.get("keep_capture", False)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ through the agent, with a deadline.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 
 from lab.errors import GuestError

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,10 +22,9 @@ from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
-from lab.runner.guest_run import Check, RunHooks, WorkloadResult
-from lab.verdict import Verdict
+from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape, shape_dict, shape_from_dict
+from lab.vm.boot import MachineShape
 
 STDERR_TAIL = 600  # bytes of a helper's stderr quoted in a finding
 
@@ -44,15 +43,18 @@ class CheckSpec:
     seed: int
 
 
+C = TypeVar("C")  # a kind's check type
+
+
 @dataclass(frozen=True)
-class WorkloadKind:
+class WorkloadKind(Generic[C]):
     name: str
     purpose: str  # one line, for `pmemlab scenarios list`
     params: type[BaseModel]  # pydantic model (extra keys forbidden, every field defaulted)
     uses_crash: bool  # a [crash] section is required (True) or refused (False)
-    make_check: Callable[[CheckSpec], Any]
-    check_from_dict: Callable[[dict[str, Any]], Any]
-    run: Callable[[Any, Image, AccelVerdict, Path, RunHooks], WorkloadResult]
+    make_check: Callable[[CheckSpec], C]
+    check_from_dict: Callable[[dict[str, Any]], C]
+    run: Callable[[C, Image, AccelVerdict, Path, RunHooks], WorkloadResult]
     # For ack-based crash strategies: how many ACK indices the workload emits with these params.
     ack_count: Callable[[BaseModel], int] | None = None
     # For kinds that cut the power: their parts for the power-cut pipeline (lab/crash/cut_flow.py),

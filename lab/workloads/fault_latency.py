@@ -35,7 +35,7 @@ from __future__ import annotations
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,11 +47,10 @@ from lab.latency_stats import FileMode, histogram, summarize
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
-from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, require_kind, stderr_tail
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, stderr_tail
+from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
-from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "fault-latency"
 HELPER = "faultlat"
@@ -105,26 +104,18 @@ def copy_argv(mountpoint: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class FaultLatencyCheck:
+class FaultLatencyCheck(BaseCheck):
     """One cell's measurement: pure data."""
 
-    fs: Filesystem
     params: FaultLatencyParams
-    dax: DaxMode = DaxMode.ALWAYS
-    shape: MachineShape = MachineShape()
-    seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                **shape_dict(self.shape), "seed": self.seed}
+    KIND: ClassVar[str] = NAME
+    PARAMS: ClassVar[type[BaseModel]] = FaultLatencyParams
 
 
 def check_from_dict(data: dict[str, Any]) -> FaultLatencyCheck:
-    """The inverse of FaultLatencyCheck.to_dict."""
-    require_kind(data, NAME)
-    return FaultLatencyCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-                             params=FaultLatencyParams(**data["params"]), shape=shape_from_dict(data),
-                             seed=int(data.get("seed", 0)))
+    """The inverse of FaultLatencyCheck.to_dict (old records' `prealloc` is read by the params model)."""
+    return FaultLatencyCheck.from_dict(data)
 
 
 def make_check(spec: CheckSpec) -> FaultLatencyCheck:
@@ -134,7 +125,7 @@ def make_check(spec: CheckSpec) -> FaultLatencyCheck:
         raise ConfigError(f"the {NAME} workload times DAX page faults: dax must be 'always', "
                           f"got {spec.dax.value!r}")
     params = params_as(FaultLatencyParams, spec.params)
-    return FaultLatencyCheck(fs=spec.fs, params=params, dax=spec.dax, shape=spec.shape, seed=spec.seed)
+    return FaultLatencyCheck(spec.fs, spec.dax, params, shape=spec.shape, seed=spec.seed)
 
 
 # -- judging the helper's output (pure) ------------------------------------------------------

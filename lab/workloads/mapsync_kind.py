@@ -53,7 +53,8 @@ class MapsyncCheck(CutCheck):
 def make_check(spec: CheckSpec) -> MapsyncCheck:
     if spec.crash is None:
         raise ConfigError("a mapsync check needs a crash point")
-    return MapsyncCheck(spec.fs, spec.dax, params_as(MapsyncParams, spec.params), spec.crash, spec.shape, spec.seed)
+    return MapsyncCheck(spec.fs, spec.dax, params_as(MapsyncParams, spec.params), spec.crash, shape=spec.shape,
+                        seed=spec.seed)
 
 
 def check_from_dict(data: dict[str, Any]) -> MapsyncCheck:
@@ -62,7 +63,7 @@ def check_from_dict(data: dict[str, Any]) -> MapsyncCheck:
     if "workload" in data and "params" not in data:
         params = MapsyncParams.model_validate(data["workload"])
         return MapsyncCheck(Filesystem(data["fs"]), DaxMode(data["dax"]), params, CrashPoint.from_dict(data["crash"]),
-                            shape_from_dict(data))
+                            shape=shape_from_dict(data))
     return MapsyncCheck.from_dict(data)
 
 

@@ -39,20 +39,19 @@ import json
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lab.errors import ConfigError, GuestError
-from lab.guest.pmem import DaxMode, Filesystem
+from lab.guest.pmem import DaxMode
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape
 from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
+from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
-from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "mapsync-contract"
 HELPER = "mmapcontract"
@@ -202,31 +201,18 @@ def judge(lines: list[dict[str, Any]], dax: DaxMode, params: MmapContractParams)
 # -- the check and its run ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class MmapContractCheck:
-    fs: Filesystem
-    dax: DaxMode
+class MmapContractCheck(BaseCheck):
     params: MmapContractParams = field(default_factory=MmapContractParams)
-    shape: MachineShape = MachineShape()
-    seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                **shape_dict(self.shape), "seed": self.seed}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MmapContractCheck:
-        try:
-            shape = shape_from_dict(data, defaults=MachineShape())
-            return cls(Filesystem(data["fs"]), DaxMode(data["dax"]),
-                       MmapContractParams.model_validate(data.get("params") or {}), shape, int(data.get("seed", 0)))
-        except (KeyError, ValueError) as exc:
-            raise ConfigError(f"not a {NAME} check: {exc}") from exc
+    KIND: ClassVar[str] = NAME
+    PARAMS: ClassVar[type[BaseModel]] = MmapContractParams
 
 
 def make_check(spec: CheckSpec) -> MmapContractCheck:
     if spec.crash is not None:
         raise ConfigError(f"{NAME} makes no power cut: a crash point does not apply")
-    return MmapContractCheck(spec.fs, spec.dax, params_as(MmapContractParams, spec.params), spec.shape, spec.seed)
+    return MmapContractCheck(spec.fs, spec.dax, params_as(MmapContractParams, spec.params), shape=spec.shape,
+                             seed=spec.seed)
 
 
 def helper_argv(check: MmapContractCheck, directory: str) -> list[str]:

@@ -26,21 +26,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from lab.errors import AgentTimeout, ConfigError
 from lab.guest.agent import CommandResult
-from lab.guest.pmem import DaxMode, Filesystem
+from lab.guest.pmem import DaxMode
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape
-from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, require_kind, stderr_tail
+from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, stderr_tail
+from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
-from lab.vm.boot import shape_dict, shape_from_dict
 
 NAME = "write-from-own-mapping"
 HELPER = "selfwrite"
@@ -65,33 +64,25 @@ class SelfWriteParams(BaseModel):
 
 
 @dataclass(frozen=True)
-class SelfWriteCheck:
+class SelfWriteCheck(BaseCheck):
     """One cell: pure data."""
 
-    fs: Filesystem
-    dax: DaxMode
     params: SelfWriteParams = SelfWriteParams()
-    shape: MachineShape = MachineShape()
-    seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": NAME, "fs": self.fs.value, "dax": self.dax.value, "params": self.params.model_dump(),
-                **shape_dict(self.shape), "seed": self.seed}
+    KIND: ClassVar[str] = NAME
+    PARAMS: ClassVar[type[BaseModel]] = SelfWriteParams
 
 
 def check_from_dict(data: dict[str, Any]) -> SelfWriteCheck:
     """The inverse of SelfWriteCheck.to_dict."""
-    require_kind(data, NAME)
-    return SelfWriteCheck(fs=Filesystem(data["fs"]), dax=DaxMode(data["dax"]),
-                          params=SelfWriteParams(**data["params"]), shape=shape_from_dict(data),
-                          seed=int(data.get("seed", 0)))
+    return SelfWriteCheck.from_dict(data)
 
 
 def make_check(spec: CheckSpec) -> SelfWriteCheck:
     if spec.crash is not None:
         raise ConfigError(f"the {NAME} workload does not cut the power: remove the [crash] section")
     params = params_as(SelfWriteParams, spec.params)
-    return SelfWriteCheck(fs=spec.fs, dax=spec.dax, params=params, shape=spec.shape, seed=spec.seed)
+    return SelfWriteCheck(spec.fs, spec.dax, params, shape=spec.shape, seed=spec.seed)
 
 
 # -- judging the helper's output (pure) ------------------------------------------------------

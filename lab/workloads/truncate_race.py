@@ -75,7 +75,7 @@ def make_check(spec: CheckSpec) -> TruncateRaceCheck:
     if spec.crash is None:
         raise ConfigError(f"{NAME} cuts the power mid-race: give a [crash] section (strategy time_offsets)")
     params = params_as(TruncateRaceParams, spec.params)
-    return TruncateRaceCheck(spec.fs, spec.dax, params, spec.crash, spec.shape, spec.seed)
+    return TruncateRaceCheck(spec.fs, spec.dax, params, spec.crash, shape=spec.shape, seed=spec.seed)
 
 
 def check_from_dict(data: dict[str, Any]) -> TruncateRaceCheck:

@@ -85,7 +85,8 @@ class UnwrittenCheck(CutCheck):
 def make_check(spec: CheckSpec) -> UnwrittenCheck:
     if spec.crash is None:
         raise ConfigError(f"{NAME} cuts the power mid-workload: give a [crash] section (e.g. after_ack)")
-    return UnwrittenCheck(spec.fs, spec.dax, params_as(UnwrittenParams, spec.params), spec.crash, spec.shape, spec.seed)
+    return UnwrittenCheck(spec.fs, spec.dax, params_as(UnwrittenParams, spec.params), spec.crash, shape=spec.shape,
+                          seed=spec.seed)
 
 
 def check_from_dict(data: dict[str, Any]) -> UnwrittenCheck:

@@ -48,6 +48,7 @@ verdict = "PASS"
 def run_scenario(scenario: Scenario, image: Image, accel: AccelVerdict, work: Path, boot: BootMode,
                  jobs: int = 2) -> list[CaseOutcome]:
     cases = expand(scenario)
+    work.mkdir(parents=True, exist_ok=True)
     store = ResultsStore.open(f"sqlite:///{work}/results-{boot.value}.db")
     campaign_id = new_campaign_id()
     store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario.path),
@@ -87,25 +88,17 @@ def test_one_workload_run_serves_every_crash_point_of_a_cell(image: Image, accel
         assert run_dir is not None and (run_dir / "workload.console.log").is_file()
 
 
-@pytest.fixture(scope="module")
-def both_paths(image: Image, accel: AccelVerdict, tmp_path_factory: pytest.TempPathFactory
-               ) -> dict[str, dict[BootMode, dict[str, set[Verdict]]]]:
-    found: dict[str, dict[BootMode, dict[str, set[Verdict]]]] = {}
-    for name in ("smoke", "mapsync"):
-        scenario = load_scenario(REPO / "scenarios" / f"{name}.toml")
-        for boot in (BootMode.SNAPSHOT, BootMode.COLD):
-            work = tmp_path_factory.mktemp(f"{name}-{boot.value}")
-            cells: dict[str, set[Verdict]] = {}
-            for outcome in run_scenario(scenario, image, accel, work, boot):
-                assert outcome.result is not None and outcome.result.boot == boot.value
-                cells.setdefault(outcome.case.cell_key, set()).add(outcome.result.verdict)
-            found.setdefault(name, {})[boot] = cells
-    return found
-
-
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", ["smoke", "mapsync"])
-def test_restored_and_cold_machines_agree_cell_by_cell(name: str, both_paths: dict[
-        str, dict[BootMode, dict[str, set[Verdict]]]]) -> None:
-    snapshot, cold = both_paths[name][BootMode.SNAPSHOT], both_paths[name][BootMode.COLD]
-    assert snapshot == cold
-    assert set().union(*snapshot.values()) == {Verdict.PASS, Verdict.VIOLATION}, snapshot
+def test_restored_and_cold_machines_agree_cell_by_cell(name: str, image: Image, accel: AccelVerdict,
+                                                       tmp_path: Path) -> None:
+    scenario = load_scenario(REPO / "scenarios" / f"{name}.toml")
+    verdicts: dict[BootMode, dict[str, set[Verdict]]] = {}
+    for boot in (BootMode.SNAPSHOT, BootMode.COLD):
+        cells: dict[str, set[Verdict]] = {}
+        for outcome in run_scenario(scenario, image, accel, tmp_path / boot.value, boot):
+            assert outcome.result is not None and outcome.result.boot == boot.value
+            cells.setdefault(outcome.case.cell_key, set()).add(outcome.result.verdict)
+        verdicts[boot] = cells
+    assert verdicts[BootMode.SNAPSHOT] == verdicts[BootMode.COLD]
+    assert set().union(*verdicts[BootMode.SNAPSHOT].values()) == {Verdict.PASS, Verdict.VIOLATION}, verdicts

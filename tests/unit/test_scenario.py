@@ -19,7 +19,6 @@ from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
 from lab.workloads import catalog
-from lab.workloads.mapsync import MapsyncParams
 from lab.workloads.mapsync_kind import KIND as MAPSYNC
 from lab.workloads.mapsync import MapsyncParams as MapsyncScenarioParams
 
