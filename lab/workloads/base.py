@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,6 +26,9 @@ from lab.runner.guest_run import Check, RunHooks, WorkloadResult
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape, shape_dict, shape_from_dict
+
+if TYPE_CHECKING:
+    from lab.store.records import CaseRecord
 
 STDERR_TAIL = 600  # bytes of a helper's stderr quoted in a finding
 
@@ -58,8 +61,9 @@ class WorkloadKind:
     # For kinds that cut the power: their parts for the power-cut pipeline (lab/crash/cut_flow.py),
     # so a campaign can run one workload for several crash points.
     power_cut: PowerCut | None = None
-    # Optional scenario-specific sections of the campaign HTML report (given the stored cases).
-    render_html: Callable[[list[dict[str, Any]], Path], str] | None = None
+    # Optional scenario-specific section of the campaign HTML report, from this kind's stored cases
+    # (and a directory beside the page for files it links); the CLI hands it to lab.report.html.
+    render_html: Callable[[Sequence[CaseRecord], Path], str] | None = None
 
 
 # -- the pieces every kind's check and judge use ---------------------------------------------
