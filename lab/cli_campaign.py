@@ -66,11 +66,12 @@ def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Cas
 def kind_sections(cases: Sequence[CaseRecord], page_dir: Path) -> list[str]:
     """Each workload kind's own part of the HTML report, from its cases: the kind's render_html, or
     for fault-latency the report module that lays out its statistics (so the kind imports no report)."""
+    from lab import latency_stats
     from lab.report import latency
     from lab.report.html import kind_section
     from lab.workloads.catalog import kinds
 
-    report_sections: dict[str, Callable[[Sequence[CaseRecord], Path], str]] = {latency.KIND: latency.render_html}
+    report_sections: dict[str, Callable[[Sequence[CaseRecord], Path], str]] = {latency_stats.KIND: latency.render_html}
     by_kind: dict[str, list[CaseRecord]] = {}
     for case in sorted(cases, key=lambda c: c.position):
         by_kind.setdefault(case.workload, []).append(case)

@@ -142,8 +142,9 @@ def plot_png(cells: list[Cell], dpi: int = 100) -> bytes:
     fss = sorted({c.key.fs for c in measured})
     panels: list[tuple[str, dict[tuple[tuple[str, bool], bool], float]]] = []
     for fs in fss:
-        values = {((c.key.file, c.key.background), c.key.map_sync): c.summary.avg_us  # type: ignore[union-attr]
-                  for c in measured if c.key.fs == fs}
+        values: dict[tuple[tuple[str, bool], bool], float] = {
+            ((c.key.file, c.key.background), c.key.map_sync): c.summary.avg_us  # type: ignore[union-attr]
+            for c in measured if c.key.fs == fs}
         accel = next((c.accelerator for c in measured if c.key.fs == fs and c.accelerator), "")
         panels.append((f"{fs}, this lab{f' ({accel})' if accel else ''}", values))
     panels.append(("published (ramdisk, 2017)",
