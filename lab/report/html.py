@@ -71,8 +71,10 @@ def _is_index(value: object) -> bool:
 
 
 def detail_text(value: Any) -> str:
-    """One finding detail as text. Record lists read as ranges ("0-127, 130 (129)"); corrupt-record
-    lists ({"index", "reason"}) as ranges per reason; anything else as compact JSON."""
+    """One finding detail as text. Record lists read as ranges ("0-127, 130 (129)"), an empty one as
+    "none"; corrupt-record lists ({"index", "reason"}) as ranges per reason; anything else as compact JSON."""
+    if isinstance(value, list) and not value:
+        return "none"
     if isinstance(value, list) and value and all(_is_index(v) for v in value):
         return f"{index_ranges(value)} ({len(set(value))})"
     if isinstance(value, list) and value and all(isinstance(v, Mapping) and _is_index(v.get("index"))

@@ -226,6 +226,7 @@ def test_detail_text_reads_record_lists_as_ranges() -> None:
     corrupt = [{"index": i, "reason": "torn"} for i in (4, 5, 6)] + [{"index": 9, "reason": "bad crc"}]
     assert detail_text(corrupt) == "4-6: torn; 9: bad crc"
     assert detail_text("0-3, 7") == "0-3, 7"
+    assert detail_text([]) == "none"
     assert detail_text({"a": [1, "x"]}) == '{"a": [1, "x"]}'
     assert detail_text([True, False]) == "[true, false]"  # booleans are not record indices
 
