@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import signal
 import statistics
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 import click
 
 from lab import doctor as doctor_mod
+from lab.cli_campaign import campaign, repro, results
+from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
+                            image_option, json_option, lab_errors)
 from lab.crash.point import CrashPoint
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image import cache as image_cache
 from lab.image.builder import build as build_image
@@ -20,56 +21,13 @@ from lab.image.kernel import user_kernel
 from lab.paths import cache_dir, images_dir
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
-from lab.vm.accel import AccelVerdict, choose
 from lab.verdict import Verdict
-from lab.vm.boot import probe_kvm_boot
 from lab.workloads.mapsync import MapsyncParams
-
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_LAB_ERROR = 2
-
-
-def lab_errors(func: F) -> F:
-    """Turn the lab's own errors into a one-line message and exit status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LabError as exc:
-            UI().abort(str(exc), EXIT_LAB_ERROR)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _terminate(signum: int, _frame: object) -> None:
     # SIGTERM/SIGHUP unwind like Ctrl-C does, so every `with Machine` cleans up.
     raise SystemExit(128 + signum)
-
-
-def resolve_accel(requested: str, image: image_cache.Image) -> AccelVerdict:
-    return choose(requested, cache_dir(), lambda: probe_kvm_boot(image))
-
-
-def image_and_accel(image_name: str, accel: str) -> tuple[image_cache.Image, AccelVerdict]:
-    """What every machine-booting command needs first: the image and the accelerator verdict."""
-    image = image_cache.resolve(cache_dir(), image_name)
-    return image, resolve_accel(accel, image)
-
-
-accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True,
-                            help="auto uses KVM only where a normal guest really boots under it.")
-image_option = click.option("--image", "image_name", default=image_cache.DEFAULT_REF, show_default=True,
-                            help="Image ref name or id (see 'pmemlab image list').")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-cold_boot_option = click.option("--cold-boot", is_flag=True,
-                                help="Boot every machine from cold instead of restoring a ready snapshot.")
-
-
-def boot_mode(cold_boot: bool) -> Any:
-    from lab.runner.machines import BootMode
-
-    return BootMode.COLD if cold_boot else BootMode.SNAPSHOT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -413,15 +371,9 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cold_boot: bool, accel: 
                str(r["case_median_s"]), f"{r['overhead_median_s']}, {r['overhead_max_s']}"] for r in rows])
 
 
-def _register_campaign_commands() -> None:
-    from lab.cli_campaign import campaign, repro, results
-
-    cli.add_command(campaign)
-    cli.add_command(results)
-    cli.add_command(repro)
-
-
-_register_campaign_commands()
+cli.add_command(campaign)
+cli.add_command(results)
+cli.add_command(repro)
 
 
 def main() -> None:

@@ -1,29 +1,35 @@
-"""CLI commands for campaigns, stored results and exact repro (registered on lab.cli's group)."""
+"""CLI commands for campaigns, stored results and exact repro (added to lab.cli's group)."""
 
 from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 import click
 
+from lab.cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode,
+                            cold_boot_option, db_option, image_and_accel, jobs_option, json_option, lab_errors,
+                            open_store)
 from lab.ui import UI
 
-
-def _store(db: str | None) -> Any:
+if TYPE_CHECKING:
+    from lab.campaign import Progress
+    from lab.cases import Case
+    from lab.scenario import Scenario
     from lab.store.db import ResultsStore
+    from lab.store.records import CampaignListing, CampaignRecord, CaseRecord
 
-    return ResultsStore.open(db)
-
-
-db_option = click.option("--db", default=None, help="Results database URL (default: SQLite in the data directory).")
-jobs_option = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
-                           help="Machines at once (default: from CPUs and free memory).")
+junit_option = click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML here.")
+html_option = click.option("--html", type=click.Path(path_type=Path), default=None,
+                           help="Write a self-contained HTML report here.")
 
 
-def _progress(ui: UI, total: int, jobs: int) -> Any:
+def _progress(ui: UI, total: int, jobs: int) -> Progress:
     from lab.report.live import LineProgress, LiveProgress
 
     if ui.json_mode or not ui.err.is_terminal:
@@ -31,60 +37,78 @@ def _progress(ui: UI, total: int, jobs: int) -> Any:
     return LiveProgress(total, jobs, ui.err)
 
 
-def _run_campaign(ui: UI, store: Any, campaign_id: str, cases: list[Any], image_name: str, accel: str,
-                  jobs: int | None, attempts: dict[str, int], scenario: Any, cold_boot: bool) -> None:
-    from contextlib import nullcontext
-
+def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Case], image_name: str, accel: str,
+                  jobs: int | None, attempts: dict[str, int], scenario: Scenario, cold_boot: bool) -> None:
     from lab.campaign import CampaignContext, default_jobs, run_cases
-    from lab.cli import resolve_accel
-    from lab.image import cache as image_cache
-    from lab.paths import cache_dir, runs_dir
+    from lab.paths import runs_dir
 
-    image = image_cache.resolve(cache_dir(), image_name)
-    verdict = resolve_accel(accel, image)
+    image, verdict = image_and_accel(image_name, accel)
     jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
-    from lab.cli import boot_mode
-
     boot = boot_mode(cold_boot or scenario.cold_boot)
     ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot,
                           cuts_per_run=scenario.cuts_per_run)
     progress = _progress(ui, len(cases), jobs)
+    live: AbstractContextManager[object] = progress if isinstance(progress, AbstractContextManager) else nullcontext()
     ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, accelerator {verdict.accel.value}, "
             f"{boot.value} machines")
     store.set_campaign_status(campaign_id, "running")
     try:
-        with progress if hasattr(progress, "__enter__") else nullcontext():
+        with live:
             run_cases(ctx, cases, jobs, progress, attempts_so_far=lambda c: attempts.get(c.id, 0))
     except KeyboardInterrupt:
         ui.err.print(f"interrupted: no machine left running; resume with 'pmemlab campaign resume {campaign_id}'")
-        raise SystemExit(130)
+        raise SystemExit(EXIT_INTERRUPTED)
     if ctx.stop_reason:
         ui.err.print(f"campaign stopped: {ctx.stop_reason} ('pmemlab campaign resume {campaign_id}')")
     store.set_campaign_status(campaign_id, "interrupted" if ctx.stop.is_set() else "finished")
 
 
-def _report(ui: UI, store: Any, campaign_id: str, as_json: bool, junit: Path | None, html: Path | None) -> int:
+def kind_sections(cases: Sequence[CaseRecord], page_dir: Path) -> list[str]:
+    """Each workload kind's own part of the HTML report, from its cases: the kind's render_html, or
+    for fault-latency the report module that lays out its statistics (so the kind imports no report)."""
+    from lab import latency_stats
+    from lab.report import latency
+    from lab.report.html import kind_section
+    from lab.workloads.catalog import kinds
+
+    report_sections: dict[str, Callable[[Sequence[CaseRecord], Path], str]] = {latency_stats.KIND: latency.render_html}
+    by_kind: dict[str, list[CaseRecord]] = {}
+    for case in sorted(cases, key=lambda c: c.position):
+        by_kind.setdefault(case.workload, []).append(case)
+    known = kinds()
+    sections = []
+    for name, members in by_kind.items():
+        kind = known.get(name)
+        render = report_sections.get(name) or (kind.render_html if kind is not None else None)
+        if render is not None:
+            sections.append(kind_section(name, render(members, page_dir)))
+    return sections
+
+
+def _report(ui: UI, store: ResultsStore, campaign_id: str, as_json: bool, junit: Path | None,
+            html: Path | None) -> int:
     from lab.report.campaign import render_summary, summary_to_json
     from lab.report.html import write_html
     from lab.report.junit import write_junit
+    from lab.store.summary import summarize
 
-    summary = store.campaign_summary(campaign_id)
     campaign = store.get_campaign(campaign_id)
-    cases = campaign["cases"]
+    summary = summarize(campaign.id, campaign.cases)
     if junit:
-        write_junit(junit, campaign, cases)
+        write_junit(junit, campaign)
     if html:
-        write_html(html, campaign, cases)
+        write_html(html, campaign, kind_sections(campaign.cases, html.parent))
     if as_json:
-        ui.emit_json(summary_to_json(summary, cases))
+        ui.emit_json(summary_to_json(summary, campaign.cases))
     else:
         render_summary(ui, summary)
         for path in (junit, html):
             if path:
                 ui.info(f"wrote {path}")
-    return int(summary.exit_status)
+    return summary.exit_status
 
 
+# -- campaign ------------------------------------------------------------
 @click.group()
 def campaign() -> None:
     """Crash-consistency campaigns: a scenario's matrix, run in parallel and stored."""
@@ -94,122 +118,113 @@ def campaign() -> None:
 @click.argument("scenario_path", type=click.Path(path_type=Path))
 @jobs_option
 @db_option
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML here.")
-@click.option("--html", type=click.Path(path_type=Path), default=None, help="Write a self-contained HTML report here.")
-@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
+@accel_option
+@json_option
+@junit_option
+@html_option
+@cold_boot_option
+@lab_errors
 def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: str, as_json: bool,
                  junit: Path | None, html: Path | None, cold_boot: bool) -> None:
     """Expand SCENARIO into cases and run them all."""
     from lab.campaign import new_campaign_id
     from lab.cases import expand
-    from lab.cli import EXIT_LAB_ERROR
-    from lab.errors import LabError
     from lab.image import cache as image_cache
     from lab.paths import cache_dir
     from lab.scenario import load_scenario
 
     ui = UI(as_json)
-    try:
-        scenario = load_scenario(scenario_path)  # every error before any machine boots
-        cases = expand(scenario)
-        image = image_cache.resolve(cache_dir(), scenario.image)
-        store = _store(db)
-        campaign_id = new_campaign_id()
-        store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
-                              scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
-                              kernel_version=image.kernel_version, accelerator=accel, jobs=jobs or 0,
-                              cases=[c.to_dict() for c in cases])
-        _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot)
-        raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
+    scenario = load_scenario(scenario_path)  # every error before any machine boots
+    cases = expand(scenario)
+    image = image_cache.resolve(cache_dir(), scenario.image)
+    store = open_store(db)
+    campaign_id = new_campaign_id()
+    store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
+                          scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
+                          kernel_version=image.kernel_version, accelerator=accel, jobs=jobs or 0,
+                          cases=[c.to_dict() for c in cases])
+    _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot)
+    raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
 
 
 @campaign.command("resume")
 @click.argument("campaign_id")
 @jobs_option
 @db_option
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--junit", type=click.Path(path_type=Path), default=None)
-@click.option("--html", type=click.Path(path_type=Path), default=None)
-@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
+@accel_option
+@json_option
+@junit_option
+@html_option
+@cold_boot_option
+@lab_errors
 def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: str, as_json: bool,
                     junit: Path | None, html: Path | None, cold_boot: bool) -> None:
     """Run what a campaign has not finished (interrupted, crashed or pending cases)."""
     from lab.cases import Case
-    from lab.cli import EXIT_LAB_ERROR
-    from lab.errors import LabError
+    from lab.scenario import parse_scenario
 
     ui = UI(as_json)
-    try:
-        store = _store(db)
-        info = store.get_campaign(campaign_id)
-        pending = [Case.from_dict(c) for c in store.pending_cases(campaign_id)]
-        attempts = {c["id"]: int(c["attempts_count"]) for c in info["cases"]}
-        ui.info(f"campaign {campaign_id}: {len(pending)} of {len(info['cases'])} cases left")
-        if pending:
-            from lab.scenario import parse_scenario
+    store = open_store(db)
+    stored = store.get_campaign(campaign_id)
+    pending = [Case.from_dict(c) for c in store.pending_cases(campaign_id)]
+    attempts = {c.id: len(c.attempts) for c in stored.cases}
+    ui.info(f"campaign {campaign_id}: {len(pending)} of {len(stored.cases)} cases left")
+    if pending:  # the scenario as it was stored: its [machine]/[crash] options still apply
+        scenario = parse_scenario((stored.scenario_text or "").encode(), Path(stored.scenario_path))
+        _run_campaign(ui, store, campaign_id, pending, stored.image_id, accel, jobs, attempts, scenario, cold_boot)
+    else:
+        store.set_campaign_status(campaign_id, "finished")
+    raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
 
-            scenario = parse_scenario(str(info["scenario_text"]).encode(), Path(str(info["scenario_path"])))
-            _run_campaign(ui, store, campaign_id, pending, info["image_id"], accel, jobs, attempts, scenario,
-                          cold_boot)
-        else:
-            store.set_campaign_status(campaign_id, "finished")
-        raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
+
+def _when(instant: datetime | None) -> str:
+    """To the second, with its UTC offset."""
+    from lab.store.records import iso
+
+    if instant is None:
+        return "-"
+    return iso(instant.replace(microsecond=0)) or "-"
+
+
+def _list_campaigns(ui: UI, db: str | None) -> None:
+    listings: list[CampaignListing] = open_store(db).list_campaigns()
+    if ui.json_mode:
+        ui.emit_json([row.to_dict() for row in listings])
+        return
+    ui.table("campaigns", ["id", "scenario", "status", "cases", "finished", "met", "created"],
+             [[row.campaign.id, row.campaign.scenario_name, row.campaign.status, str(row.cases),
+               str(row.finished), str(row.met),
+               _when(row.campaign.created_at)]
+              for row in listings], literal=True)
 
 
 @campaign.command("list")
 @db_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@lab_errors
 def campaign_list(db: str | None, as_json: bool) -> None:
-    """Campaigns in the results database."""
-    _list_campaigns(UI(as_json), db, as_json)
-
-
-def _list_campaigns(ui: UI, db: str | None, as_json: bool) -> None:
-    from lab.cli import EXIT_LAB_ERROR
-    from lab.errors import LabError
-
-    try:
-        rows = _store(db).list_campaigns()
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
-    if as_json:
-        ui.emit_json(rows)
-        return
-    ui.table("campaigns", ["id", "scenario", "status", "cases", "created"],
-             [[str(r.get("id")), str(r.get("scenario_name")), str(r.get("status")), str(r.get("case_count", "")),
-               str(r.get("created_at"))] for r in rows])
+    """Campaigns in the results database, newest first."""
+    _list_campaigns(UI(as_json), db)
 
 
 @campaign.command("export")
 @click.argument("case_id")
 @db_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="File to write (default stdout).")
+@lab_errors
 def campaign_export(case_id: str, db: str | None, output: Path | None) -> None:
     """Export a stored case as a standalone scenario file (attach it to a bug report)."""
     from lab.cases import Case, export_case_scenario
-    from lab.cli import EXIT_LAB_ERROR
-    from lab.errors import LabError
 
-    ui = UI()
-    try:
-        case = Case.from_dict(_store(db).get_case(case_id)["case"])
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
-    text = export_case_scenario(case)
+    text = export_case_scenario(Case.from_dict(dict(open_store(db).get_case(case_id).case)))
     if output:
         output.write_text(text)
-        ui.info(f"wrote {output}: run it with 'pmemlab campaign run {output}'")
+        UI().info(f"wrote {output}: run it with 'pmemlab campaign run {output}'")
     else:
         sys.stdout.write(text)
 
 
+# -- results -------------------------------------------------------------
 @click.group()
 def results() -> None:
     """Stored results."""
@@ -217,88 +232,88 @@ def results() -> None:
 
 @results.command("list")
 @db_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@lab_errors
 def results_list(db: str | None, as_json: bool) -> None:
-    """Campaigns in the results database."""
-    _list_campaigns(UI(as_json), db, as_json)
+    """Campaigns in the results database, newest first."""
+    _list_campaigns(UI(as_json), db)
+
+
+def _show_campaign(ui: UI, campaign: CampaignRecord) -> None:
+    from lab.report.campaign import render_summary
+    from lab.store.summary import summarize
+
+    ui.info(f"campaign {campaign.id}: scenario {campaign.scenario_name}, status {campaign.status}, "
+            f"image {campaign.image_id} (kernel {campaign.kernel_version})", literal=True)
+    render_summary(ui, summarize(campaign.id, campaign.cases))
+
+
+def _show_case(ui: UI, case: CaseRecord) -> None:
+    ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}, expected {case.expect}", literal=True)
+    for attempt in case.attempts:
+        ui.info(f"  attempt {attempt.number}: {attempt.verdict or attempt.status} {attempt.run_dir}", literal=True)
+        for finding in attempt.findings:
+            ui.info(f"    {finding.oracle}: {finding.verdict} {finding.summary}", literal=True)
 
 
 @results.command("show")
 @click.argument("ident")
 @db_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
+@lab_errors
 def results_show(ident: str, db: str | None, as_json: bool) -> None:
     """One campaign (summary per cell) or one case (attempts and findings), by id or unique prefix."""
-    from lab.cli import EXIT_LAB_ERROR
-    from lab.errors import LabError
-    from lab.report.campaign import render_summary
+    from lab.store.records import CampaignRecord
 
     ui = UI(as_json)
-    try:
-        store = _store(db)
-        kind, data = store.find(ident)
-        if as_json:
-            ui.emit_json({"kind": kind, **data})
-            return
-        if kind == "campaign":
-            ui.info(f"campaign {data['id']}: scenario {data.get('scenario_name')}, status {data.get('status')}, "
-                    f"image {data.get('image_id')} (kernel {data.get('kernel_version')})")
-            render_summary(ui, store.campaign_summary(data["id"]))
-        else:
-            ui.info(f"case {data['case']['id']} of campaign {data.get('campaign_id')}: {data['case']['cell_key']}, "
-                    f"expected {data['case']['expect']}")
-            for attempt in data.get("attempts", []):
-                ui.info(f"  attempt {attempt.get('number')}: {attempt.get('verdict')} {attempt.get('run_dir')}")
-                for finding in attempt.get("findings", []):
-                    ui.info(f"    {finding['oracle']}: {finding['verdict']} {finding['summary']}")
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
+    found = open_store(db).find(ident)
+    kind = "campaign" if isinstance(found, CampaignRecord) else "case"
+    if as_json:
+        ui.emit_json({"kind": kind, **found.to_dict()})
+    elif isinstance(found, CampaignRecord):
+        _show_campaign(ui, found)
+    else:
+        _show_case(ui, found)
 
 
+# -- repro ---------------------------------------------------------------
 @click.command()
 @click.argument("case_id")
 @click.option("--times", type=click.IntRange(1, 100), default=1, show_default=True)
 @db_option
-@click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--cold-boot", is_flag=True, help="Boot every machine from cold instead of restoring a ready snapshot.")
+@accel_option
+@json_option
+@cold_boot_option
+@lab_errors
 def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, cold_boot: bool) -> None:
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
-    from lab.cli import EXIT_LAB_ERROR, boot_mode, resolve_accel
+    from lab.runs import new_run_dir
     from lab.runner.guest_run import RunHooks
     from lab.workloads.catalog import get_kind
-    from lab.errors import LabError
-    from lab.image import cache as image_cache
-    from lab.paths import cache_dir
-    from lab.runs import new_run_dir
 
     ui = UI(as_json)
-    try:
-        store = _store(db)
-        stored = store.get_case(case_id)
-        case = Case.from_dict(stored["case"])
-        image_id = store.get_campaign(stored["campaign_id"])["image_id"]  # the exact image the case ran on
-        recorded = stored.get("verdict")
-        if recorded is None:
-            ui.abort(f"case {case.id} has no final verdict to reproduce (campaign {stored.get('campaign_id')} "
-                     "did not finish it)", EXIT_LAB_ERROR)
-        image = image_cache.resolve(cache_dir(), image_id)
-        verdict = resolve_accel(accel, image)
-        crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
-        ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
-                f"{recorded}, image {image.id}, {times} run(s)")
-        got: list[str] = []
-        walls: list[float] = []
-        for i in range(times):
-            run_dir = new_run_dir(f"repro-{case.id}")
-            result = get_kind(case.workload).run(case.check, image, verdict, run_dir,
-                                                 RunHooks(boot=boot_mode(cold_boot), oracles=dict(case.oracles)))
-            got.append(result.verdict.value)
-            walls.append(result.timings.get("total", 0.0))
-            ui.info(f"run {i + 1}/{times}: {result.verdict.value} ({run_dir})")
-    except LabError as exc:
-        ui.abort(str(exc), EXIT_LAB_ERROR)
+    store = open_store(db)
+    stored = store.get_case(case_id)
+    case = Case.from_dict(dict(stored.case))
+    image_id = store.get_campaign(stored.campaign_id).image_id  # the exact image the case ran on
+    recorded = stored.verdict
+    if recorded is None:
+        ui.abort(f"case {case.id} has no final verdict to reproduce (campaign {stored.campaign_id} "
+                 "did not finish it)", EXIT_LAB_ERROR)
+    image, verdict = image_and_accel(image_id, accel)
+    crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
+    ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
+            f"{recorded}, image {image.id}, {times} run(s)", literal=True)
+    got: list[str] = []
+    walls: list[float] = []
+    for i in range(times):
+        run_dir = new_run_dir(f"repro-{case.id}")
+        result = get_kind(case.workload).run(case.check, image, verdict, run_dir,
+                                             RunHooks(boot=boot_mode(cold_boot), oracles=dict(case.oracles)))
+        got.append(result.verdict.value)
+        walls.append(result.timings.get("total", 0.0))
+        ui.info(f"run {i + 1}/{times}: {result.verdict.value} ({run_dir})", literal=True)
     same = sum(1 for v in got if v == recorded)
     data = {"case_id": case.id, "recorded_verdict": recorded, "runs": times, "reproduced": same, "verdicts": got,
             "median_s": statistics.median(walls) if walls else None}
@@ -306,4 +321,4 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, c
         ui.emit_json(data)
     else:
         ui.info(f"reproduced the recorded verdict {recorded} in {same} of {times} runs")
-    raise SystemExit(0 if same == times else 1)
+    raise SystemExit(EXIT_OK if same == times else EXIT_FAILED)

@@ -12,28 +12,29 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable
-from html import escape
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.latency_stats import (KIND, PUBLISHED, SOURCE, Bucket, Cell, Ratio, Summary, cells_from_results,
                                published, ratios)
+from lab.markup import Html, e, table
+
+if TYPE_CHECKING:
+    from lab.store.records import CaseRecord
 
 PLOT_FILE = "fault-latency.png"
 
 
-def results_of_cases(cases: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The latest attempt's result of each stored case (lab.store get_campaign shape)."""
-    out = []
+def results_of_cases(cases: Iterable[CaseRecord]) -> list[Mapping[str, Any]]:
+    """The latest attempt's result of each stored case."""
+    out: list[Mapping[str, Any]] = []
     for case in cases:
-        attempt = case.get("latest_attempt") or {}
-        result = attempt.get("result")
-        if isinstance(result, dict):
+        result = case.latest.result if case.latest else None
+        if isinstance(result, Mapping):
             out.append(result)
         else:  # never ran to a result: still shown, as unfinished
-            check = (case.get("case") or {}).get("check") or {}
-            out.append({"kind": KIND, "verdict": case.get("verdict"), "check": check})
+            out.append({"kind": KIND, "verdict": case.verdict, "check": case.case.get("check") or {}})
     return out
 
 
@@ -142,7 +143,7 @@ def plot_png(cells: list[Cell], dpi: int = 100) -> bytes:
     panels: list[tuple[str, dict[tuple[tuple[str, bool], bool], float]]] = []
     for fs in fss:
         values: dict[tuple[tuple[str, bool], bool], float] = {
-            ((str(c.key.file), c.key.background), c.key.map_sync): c.summary.avg_us  # type: ignore[union-attr]
+            ((c.key.file, c.key.background), c.key.map_sync): c.summary.avg_us  # type: ignore[union-attr]
             for c in measured if c.key.fs == fs}
         accel = next((c.accelerator for c in measured if c.key.fs == fs and c.accelerator), "")
         panels.append((f"{fs}, this lab{f' ({accel})' if accel else ''}", values))
@@ -174,17 +175,7 @@ def plot_png(cells: list[Cell], dpi: int = 100) -> bytes:
 
 # -- HTML ------------------------------------------------------------------------------------
 
-def _e(value: object) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _html_table(columns: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
+def render_html(cases: Sequence[CaseRecord], out_dir: Path) -> str:
     """The fault-latency section of a campaign page: table beside the published figures,
     MAP_SYNC/plain ratios, every histogram, and the bar chart (also written to out_dir)
     embedded as a data: URI so the page stays self-contained."""
@@ -198,18 +189,18 @@ def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
     if "tcg" in accels:
         intro += (" These machines ran under TCG (an emulated CPU): absolute latencies are far above real "
                   "hardware; compare the MAP_SYNC/plain ratios, not the microseconds.")
-    parts = [f'<section id="fault-latency"><h2>Page-fault latency</h2><p>{_e(intro)}</p>']
+    parts = [f'<section id="fault-latency"><h2>Page-fault latency</h2><p>{e(intro)}</p>']
     if not cells:
         parts.append("<p>No fault-latency results.</p></section>")
         return "".join(parts)
-    parts.append(_html_table(TABLE_COLUMNS, table_rows(cells)))
+    parts.append(table(TABLE_COLUMNS, table_rows(cells)))
     parts.append("<h3>MAP_SYNC / plain</h3>")
-    parts.append(_html_table(RATIO_COLUMNS, ratio_rows(ratios(cells))))
+    parts.append(table(RATIO_COLUMNS, ratio_rows(ratios(cells))))
     if any(c.summary is not None for c in cells):
         try:
             png = plot_png(cells)
         except ImportError as exc:  # the page still renders without the chart
-            parts.append(f"<p>(no chart: {_e(exc)})</p>")
+            parts.append(f"<p>(no chart: {e(exc)})</p>")
         else:
             try:
                 out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,16 +211,15 @@ def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
             parts.append(f'<figure><img alt="average first-store latency per cell, MAP_SYNC vs plain" '
                          f'src="data:image/png;base64,{data}"><figcaption>Average latency per cell; the '
                          f"last panel is the published figures.</figcaption></figure>")
-    parts.append("<h3>Histograms</h3><table><thead><tr><th>cell</th><th>this lab</th><th>published</th>"
-                 "</tr></thead><tbody>")
+    rows: list[list[str | Html]] = []
     for cell in cells:
         if cell.summary is None:
             continue
         pub = published(cell.key)
         ours = cover_letter_block(cell.key.label(), cell.summary, cell.buckets)
         theirs = cover_letter_block(cell.key.label(), pub.summary, pub.buckets) if pub else "-"
-        parts.append(f"<tr><td>{_e(cell.key.fs)}: {_e(cell.key.label())} ({cell.runs} run"
-                     f"{'s' if cell.runs != 1 else ''})</td><td><pre>{_e(ours)}</pre></td>"
-                     f"<td><pre>{_e(theirs)}</pre></td></tr>")
-    parts.append("</tbody></table></section>")
+        rows.append([f"{cell.key.fs}: {cell.key.label()} ({cell.runs} run{'s' if cell.runs != 1 else ''})",
+                     Html(f"<pre>{e(ours)}</pre>"), Html(f"<pre>{e(theirs)}</pre>")])
+    parts.append("<h3>Histograms</h3>" + table(["cell", "this lab", "published"], rows))
+    parts.append("</section>")
     return "".join(parts)

@@ -6,6 +6,7 @@ import threading
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
@@ -42,7 +43,8 @@ class LiveProgress:
     def case_started(self, slot: str, case: Case, attempt: int) -> None:
         with self._lock:
             crash = f" crash {case.crash.describe()}" if case.crash is not None else ""
-            self._labels[slot] = f"{slot}: {case.cell_key}{crash}" + (f" (attempt {attempt})" if attempt > 1 else "")
+            self._labels[slot] = f"{slot}: {escape(case.cell_key)}{crash}" + (
+                f" (attempt {attempt})" if attempt > 1 else "")
             self._progress.update(self._slot(slot), description=self._labels[slot] + " — starting")
 
     def case_phase(self, slot: str, phase: str) -> None:
@@ -54,7 +56,8 @@ class LiveProgress:
             self._progress.update(self._slot(slot), description=f"{slot}: idle")
             self._progress.advance(self._overall)
             mark = "[green]met[/green]" if met else "[red]NOT MET[/red]"
-            self._console.print(f"{case.id} {case.cell_key}: {verdict.value} (expected {case.expect.value}) {mark}")
+            self._console.print(f"{escape(case.id)} {escape(case.cell_key)}: {verdict.value} "
+                                f"(expected {case.expect.value}) {mark}")
 
 
 class LineProgress:
@@ -64,11 +67,11 @@ class LineProgress:
         self._console = console
 
     def case_started(self, slot: str, case: Case, attempt: int) -> None:
-        self._console.print(f"{slot}: start {case.id} {case.cell_key} (attempt {attempt})")
+        self._console.print(f"{slot}: start {case.id} {case.cell_key} (attempt {attempt})", markup=False)
 
     def case_phase(self, slot: str, phase: str) -> None:
         pass
 
     def case_finished(self, slot: str, case: Case, verdict: Verdict, met: bool) -> None:
         self._console.print(f"{slot}: {case.id} {case.cell_key}: {verdict.value} "
-                            f"(expected {case.expect.value}, {'met' if met else 'NOT MET'})")
+                            f"(expected {case.expect.value}, {'met' if met else 'NOT MET'})", markup=False)

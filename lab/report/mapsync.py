@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from lab.oracles.persistence import format_indices
+from lab.power_cut import POWER_CUT_MODEL
 from lab.runner.guest_run import WorkloadResult
 from lab.ui import UI
 from lab.verdict import Verdict
 
 _STYLE = {Verdict.PASS: "green", Verdict.VIOLATION: "red", Verdict.KERNEL_BUG: "magenta",
           Verdict.HANG: "yellow", Verdict.INFRA_ERROR: "yellow"}
-
-POWER_CUT_MODEL = ("power-cut model: vCPUs frozen (QMP stop), NVDIMM backing file captured, machine destroyed; "
-                   "guest RAM is lost. No CPU cache is modelled (eADR semantics): missing flushes are not visible.")
 
 
 def render_result(ui: UI, result: WorkloadResult) -> None:
@@ -31,7 +29,7 @@ def render_result(ui: UI, result: WorkloadResult) -> None:
         ui.info(f"acked before the cut: {metrics.get('acked')}   survived: {persistence['survived']}   lost: {lost}   "
                 f"corrupt: {len(persistence['corrupt'])}   fsck clean: {fsck_clean}")
     rows = [[f.oracle, f.verdict.value, f.summary] for f in result.findings]
-    ui.table("findings", ["oracle", "verdict", "summary"], rows)
+    ui.table("findings", ["oracle", "verdict", "summary"], rows, literal=True)  # summaries are text
     ui.info("phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
     if result.error:
         ui.info(f"error: {result.error}")

@@ -18,7 +18,6 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,11 @@ from sqlalchemy.pool import StaticPool
 
 from lab.errors import LabError
 from lab.paths import data_dir
-from lab.report.campaign import CampaignSummary, summarize
 from lab.store.models import (ArtifactRow, Attempt, AttemptStatus, Campaign, CampaignStatus, Case, CaseStatus,
                               FindingRow, TimingRow, utcnow)
+from lab.store.records import (ArtifactRecord, AttemptRecord, CampaignListing, CampaignRecord, CaseRecord,
+                               FindingRecord)
+from lab.store.summary import CampaignSummary, summarize
 from lab.verdict import Verdict
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -62,14 +63,6 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):  # not parseable: mask anything that looks like user:password@
         return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.isoformat()
 
 
 def _reason(exc: BaseException) -> str:
@@ -129,34 +122,36 @@ def _upgrade(engine: Engine, url: str) -> None:
                 command.upgrade(_alembic_config(conn, url), "head")
 
 
-def _case_dict(case: Case) -> dict[str, Any]:
-    return {"id": case.id, "campaign_id": case.campaign_id, "cell_key": case.cell_key, "cell": case.cell,
-            "repeat": case.repeat, "crash_index": case.crash_index, "seed": int(case.seed),
-            "expect": case.expect, "position": case.position, "status": case.status, "verdict": case.verdict,
-            "met_expectation": case.met_expectation, "infra_retries": case.infra_retries, "case": case.case}
+def _finding_record(row: FindingRow) -> FindingRecord:
+    return FindingRecord(oracle=row.oracle, verdict=row.verdict, summary=row.summary, details=row.details or {})
 
 
-def _attempt_dict(attempt: Attempt) -> dict[str, Any]:
-    return {"id": attempt.id, "campaign_id": attempt.campaign_id, "case_id": attempt.case_id,
-            "number": attempt.number, "status": attempt.status, "verdict": attempt.verdict,
-            "started_at": _iso(attempt.started_at), "finished_at": _iso(attempt.finished_at),
-            "run_dir": attempt.run_dir, "error": attempt.error, "result": attempt.result,
-            "findings": [{"oracle": f.oracle, "verdict": f.verdict, "summary": f.summary, "details": f.details}
-                         for f in attempt.findings],
-            "timings": {t.phase: t.seconds for t in attempt.timings},
-            "artifacts": [{"kind": a.kind, "path": a.path} for a in attempt.artifacts]}
+def _attempt_record(row: Attempt) -> AttemptRecord:
+    return AttemptRecord(
+        id=row.id, campaign_id=row.campaign_id, case_id=row.case_id, number=row.number, status=row.status,
+        verdict=row.verdict, started_at=row.started_at, finished_at=row.finished_at, run_dir=row.run_dir,
+        error=row.error, result=row.result, findings=tuple(_finding_record(f) for f in row.findings),
+        timings={t.phase: t.seconds for t in row.timings},
+        artifacts=tuple(ArtifactRecord(kind=a.kind, path=a.path) for a in row.artifacts))
 
 
-def _campaign_dict(campaign: Campaign, *, text: bool) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": campaign.id, "scenario_name": campaign.scenario_name, "scenario_path": campaign.scenario_path,
-        "scenario_hash": campaign.scenario_hash, "image_id": campaign.image_id,
-        "kernel_version": campaign.kernel_version, "accelerator": campaign.accelerator, "jobs": campaign.jobs,
-        "status": campaign.status, "created_at": _iso(campaign.created_at),
-        "finished_at": _iso(campaign.finished_at)}
-    if text:
-        data["scenario_text"] = campaign.scenario_text
-    return data
+def _case_record(row: Case, *, attempts: bool) -> CaseRecord:
+    return CaseRecord(
+        id=row.id, campaign_id=row.campaign_id, cell_key=row.cell_key, repeat=row.repeat,
+        crash_index=row.crash_index, seed=int(row.seed), expect=row.expect, position=row.position,
+        status=row.status, verdict=row.verdict, met_expectation=row.met_expectation,
+        infra_retries=row.infra_retries, cell=row.cell or {}, case=row.case or {},
+        attempts=tuple(_attempt_record(a) for a in row.attempts) if attempts else ())
+
+
+def _campaign_record(row: Campaign, *, cases: tuple[CaseRecord, ...] | None = None) -> CampaignRecord:
+    """cases=None: a listing (no scenario text, no cases)."""
+    return CampaignRecord(
+        id=row.id, scenario_name=row.scenario_name, scenario_path=row.scenario_path,
+        scenario_hash=row.scenario_hash, image_id=row.image_id, kernel_version=row.kernel_version,
+        accelerator=row.accelerator, jobs=row.jobs, status=row.status, created_at=row.created_at,
+        finished_at=row.finished_at, scenario_text=None if cases is None else row.scenario_text,
+        cases=cases or ())
 
 
 def _artifacts(run_dir: Path) -> list[tuple[str, str]]:
@@ -315,7 +310,8 @@ class ResultsStore:
         return campaign
 
     def pending_cases(self, campaign_id: str) -> list[dict[str, Any]]:
-        """Case json of every case not finished (pending, running, interrupted), in position order."""
+        """Case json (for ``lab.cases.Case.from_dict``) of every case not finished (pending, running,
+        interrupted), in position order."""
         with self._session(write=False) as s:
             self._campaign(s, campaign_id)
             rows = s.scalars(select(Case.case).where(Case.campaign_id == campaign_id,
@@ -323,7 +319,7 @@ class ResultsStore:
                              .order_by(Case.position))
             return list(rows)
 
-    def list_campaigns(self) -> list[dict[str, Any]]:
+    def list_campaigns(self) -> list[CampaignListing]:
         """Newest first, with case counts (total, finished, met)."""
         with self._session(write=False) as s:
             counts = {cid: (total, finished or 0, met or 0) for cid, total, finished, met in s.execute(
@@ -334,23 +330,19 @@ class ResultsStore:
             out = []
             for campaign in s.scalars(select(Campaign).order_by(Campaign.created_at.desc(), Campaign.id)):
                 total, finished, met = counts.get(campaign.id, (0, 0, 0))
-                out.append({**_campaign_dict(campaign, text=False), "cases": int(total),
-                            "finished": int(finished), "met": int(met)})
+                out.append(CampaignListing(_campaign_record(campaign), cases=int(total), finished=int(finished),
+                                           met=int(met)))
             return out
 
-    def get_campaign(self, campaign_id: str) -> dict[str, Any]:
-        """The campaign, with its cases (position order) and each case's latest attempt (or None)."""
+    def get_campaign(self, campaign_id: str) -> CampaignRecord:
+        """The campaign, with its cases (position order) and their attempts."""
         with self._session(write=False) as s:
             campaign = self._campaign(s, campaign_id)
             cases = s.scalars(select(Case).where(Case.campaign_id == campaign_id).order_by(Case.position)
                               .options(selectinload(Case.attempts).options(*_ATTEMPT_LOAD))).all()
-            data = _campaign_dict(campaign, text=True)
-            data["cases"] = [{**_case_dict(c), "attempts_count": len(c.attempts),
-                              "latest_attempt": _attempt_dict(c.attempts[-1]) if c.attempts else None}
-                             for c in cases]
-            return data
+            return _campaign_record(campaign, cases=tuple(_case_record(c, attempts=True) for c in cases))
 
-    def get_case(self, case_id: str) -> dict[str, Any]:
+    def get_case(self, case_id: str) -> CaseRecord:
         """The case in its most recent campaign, with all its attempts and their findings."""
         with self._session(write=False) as s:
             case = s.scalars(select(Case).join(Campaign).where(Case.id == case_id)
@@ -358,10 +350,10 @@ class ResultsStore:
                              .options(selectinload(Case.attempts).options(*_ATTEMPT_LOAD))).first()
             if case is None:
                 raise StoreError(f"no case {case_id}")
-            return {**_case_dict(case), "attempts": [_attempt_dict(a) for a in case.attempts]}
+            return _case_record(case, attempts=True)
 
-    def find(self, id_or_prefix: str) -> tuple[str, dict[str, Any]]:
-        """("campaign", get_campaign()) or ("case", get_case()) for an id or an unambiguous prefix."""
+    def find(self, id_or_prefix: str) -> CampaignRecord | CaseRecord:
+        """get_campaign() or get_case() for an id or an unambiguous prefix of one."""
         key = id_or_prefix.strip()
         if not key:
             raise StoreError("an empty id matches nothing")
@@ -370,9 +362,9 @@ class ResultsStore:
             campaigns = list(s.scalars(select(Campaign.id).where(Campaign.id.like(pattern, escape="\\"))))
             cases = list(s.scalars(select(Case.id).where(Case.id.like(pattern, escape="\\")).distinct()))
         if key in campaigns:
-            return "campaign", self.get_campaign(key)
+            return self.get_campaign(key)
         if key in cases:
-            return "case", self.get_case(key)
+            return self.get_case(key)
         matches = [("campaign", c) for c in sorted(campaigns)] + [("case", c) for c in sorted(cases)]
         if not matches:
             raise StoreError(f"no campaign or case id starts with {key!r}")
@@ -381,11 +373,11 @@ class ResultsStore:
             more = f" and {len(matches) - 8} more" if len(matches) > 8 else ""
             raise StoreError(f"{key!r} is ambiguous: it matches {shown}{more}; give more characters")
         kind, ident = matches[0]
-        return kind, (self.get_campaign(ident) if kind == "campaign" else self.get_case(ident))
+        return self.get_campaign(ident) if kind == "campaign" else self.get_case(ident)
 
     def campaign_summary(self, campaign_id: str) -> CampaignSummary:
         with self._session(write=False) as s:
             self._campaign(s, campaign_id)
-            cases = [_case_dict(c) for c in s.scalars(select(Case).where(Case.campaign_id == campaign_id))]
+            rows = s.scalars(select(Case).where(Case.campaign_id == campaign_id))
+            cases = [_case_record(c, attempts=False) for c in rows]
         return summarize(campaign_id, cases)
-

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Sequence, TypeVar
 
 from pydantic import BaseModel
 
@@ -25,6 +25,9 @@ from lab.image.cache import Image
 from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
+
+if TYPE_CHECKING:
+    from lab.store.records import CaseRecord
 
 STDERR_TAIL = 600  # bytes of a helper's stderr quoted in a finding
 
@@ -60,8 +63,9 @@ class WorkloadKind(Generic[C]):
     # For kinds that cut the power: their parts for the power-cut pipeline (lab/crash/cut_flow.py),
     # so a campaign can run one workload for several crash points.
     power_cut: PowerCut | None = None
-    # Optional scenario-specific sections of the campaign HTML report (given the stored cases).
-    render_html: Callable[[list[dict[str, Any]], Path], str] | None = None
+    # Optional scenario-specific section of the campaign HTML report, from this kind's stored cases
+    # (and a directory beside the page for files it links); the CLI hands it to lab.report.html.
+    render_html: Callable[[Sequence[CaseRecord], Path], str] | None = None
 
 
 # -- the pieces every kind's check and judge use ---------------------------------------------

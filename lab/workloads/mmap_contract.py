@@ -36,22 +36,26 @@ MAP_SHARED|MAP_SYNC is judged by the ``shared_sync`` parameter:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lab.errors import ConfigError, GuestError
 from lab.guest.pmem import DaxMode
 from lab.image.cache import Image
+from lab.markup import Html, e, table
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
 from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+
+if TYPE_CHECKING:
+    from lab.store.records import CaseRecord
 
 NAME = "mapsync-contract"
 HELPER = "mmapcontract"
@@ -249,26 +253,38 @@ def _run(check: Any, image: Image, accel: AccelVerdict, run_dir: Path, hooks: Ru
 
 # -- report ------------------------------------------------------------------------------------
 
-def _case_result(case: dict[str, Any]) -> dict[str, Any] | None:
+def _case_result(case: CaseRecord) -> Mapping[str, Any] | None:
     """The stored result of a case's newest attempt (or its run directory's result.json)."""
-    attempts = case.get("attempts") or []
-    latest = case.get("latest_attempt") or (attempts[-1] if attempts else None)
-    if not latest:
+    latest = case.latest
+    if latest is None:
         return None
-    result = latest.get("result")
-    if not result and latest.get("run_dir"):
-        path = Path(str(latest["run_dir"])) / "result.json"
+    result: Any = latest.result
+    if not result and latest.run_dir:
         try:
-            result = json.loads(path.read_text())
+            result = json.loads((Path(latest.run_dir) / "result.json").read_text())
         except (OSError, ValueError):
             return None
-    return result if isinstance(result, dict) else None
+    return result if isinstance(result, Mapping) else None
 
 
-def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
+def _contract_cell(entry: Mapping[str, Any] | None) -> str | Html:
+    if entry is None:
+        return "-"
+    if entry.get("ok") is None:
+        return Html(f"not run: {e(entry.get('error'))}", css="unmet")
+    dax = "DAX" if entry.get("file_dax") else "non-DAX"
+    sync = " VM_SYNC" if entry.get("vm_sync") else ""
+    text = f"{e(entry.get('got'))} <small>({dax}{sync})</small>"
+    if entry.get("ok"):
+        return Html(text)
+    why = "; ".join(str(p) for p in entry.get("problems") or [])
+    return Html(f"{text}<br>expected {e(entry.get('expected'))}<br><small>{e(why)}</small>", css="unmet")
+
+
+def render_html(cases: Sequence[CaseRecord], out_dir: Path) -> str:
     """The contract table: per probe, expected vs got in every fs/dax cell of the campaign."""
     del out_dir  # nothing linked: the table is inline
-    found: list[tuple[tuple[str, str, str], list[dict[str, Any]]]] = []
+    found: list[tuple[tuple[str, str, str], list[Mapping[str, Any]]]] = []
     for case in cases:
         result = _case_result(case)
         if not result:
@@ -280,41 +296,21 @@ def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
         found.append((cell, list(metrics.get("rows") or [])))
     show_shared = len({cell[2] for cell, _ in found}) > 1 or any(cell[2] != "ignored" for cell, _ in found)
     dax_order = [d.value for d in (DaxMode.ALWAYS, DaxMode.NEVER, DaxMode.INODE)]
-    cells: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    cells: dict[tuple[str, str, str], dict[str, Mapping[str, Any]]] = {}
     for cell, rows in found:
         for row in rows:
             cells.setdefault(cell, {})[str(row.get("probe"))] = row  # a later repeat replaces an earlier one
     if not cells:
         return '<section id="mmap-contract"><h2>mmap contract</h2><p>No contract results stored.</p></section>'
     order = sorted(cells, key=lambda c: (c[0], dax_order.index(c[1]) if c[1] in dax_order else 9, c[2]))
-    names = {c: f"{c[0]} dax={c[1]}" + (f" shared_sync={c[2]}" if show_shared else "") for c in order}
-    labels = order
-    probes = [p for p in PROBES if any(p in cells[label] for label in labels)]
-    head = "<th>probe</th><th>flags</th>" + "".join(f"<th>{escape(names[label])}</th>" for label in labels)
-    body = []
-    for probe in probes:
-        tds = []
-        for label in labels:
-            entry = cells[label].get(probe)
-            if entry is None:
-                tds.append("<td>-</td>")
-            elif entry.get("ok") is None:
-                tds.append(f'<td class="unmet">not run: {escape(str(entry.get("error")))}</td>')
-            else:
-                dax = "DAX" if entry.get("file_dax") else "non-DAX"
-                sync = " VM_SYNC" if entry.get("vm_sync") else ""
-                text = f"{escape(str(entry.get('got')))} <small>({dax}{sync})</small>"
-                if entry.get("ok"):
-                    tds.append(f"<td>{text}</td>")
-                else:
-                    why = "; ".join(str(p) for p in entry.get("problems") or [])
-                    tds.append(f'<td class="unmet">{text}<br>expected {escape(str(entry.get("expected")))}'
-                               f"<br><small>{escape(why)}</small></td>")
-        body.append(f"<tr><td>{escape(probe)}</td><td>{escape(PROBES[probe])}</td>{''.join(tds)}</tr>")
+    names = [f"{c[0]} dax={c[1]}" + (f" shared_sync={c[2]}" if show_shared else "") for c in order]
+    probes = [p for p in PROBES if any(p in cells[label] for label in order)]
+    table_rows = [[probe, PROBES[probe], *(_contract_cell(cells[label].get(probe)) for label in order)]
+                  for probe in probes]
     return ('<section id="mmap-contract"><h2>mmap contract</h2>'
             "<p>What mmap answered per probe (success or errno), with the file's STATX_ATTR_DAX and "
             "whether the mapping carried VM_SYNC; cells that differ from mmap(2) are marked.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></section>")
+            f"{table(['probe', 'flags', *names], table_rows)}</section>")
 
 
 KIND = WorkloadKind(

@@ -23,10 +23,10 @@ is KERNEL-BUG (run_guarded's kernel-log oracle); otherwise PASS.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,12 +34,16 @@ from lab.errors import AgentTimeout, ConfigError
 from lab.guest.agent import CommandResult
 from lab.guest.pmem import DaxMode
 from lab.image.cache import Image
+from lab.markup import e, table
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as, stderr_tail
 from lab.runner.check import BaseCheck
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
+
+if TYPE_CHECKING:
+    from lab.store.records import CaseRecord
 
 NAME = "write-from-own-mapping"
 HELPER = "selfwrite"
@@ -149,12 +153,12 @@ def judge(outcome: CommandResult, timeout: float, dax: DaxMode) -> tuple[list[Fi
 
 # -- the campaign page's section ---------------------------------------------------------------
 
-def _cell_name(result: dict[str, Any]) -> str:
+def _cell_name(result: Mapping[str, Any]) -> str:
     check = result.get("check") or {}
     return f"{check.get('fs')} dax={check.get('dax')}"
 
 
-def _pattern_text(line: dict[str, Any]) -> str:
+def _pattern_text(line: Mapping[str, Any]) -> str:
     if line.get("ok"):
         return f"ok ({line.get('matches')}, {float(line.get('write_us') or 0):.0f} us)"
     if line.get("errno"):
@@ -164,30 +168,27 @@ def _pattern_text(line: dict[str, Any]) -> str:
     return f"MISMATCH at {line.get('mismatch_at')}"
 
 
-def render_html(cases: list[dict[str, Any]], out_dir: Path) -> str:
+def render_html(cases: Sequence[CaseRecord], out_dir: Path) -> str:
     """One table: a row per pattern, a column per cell (fs, dax), how each write came out."""
     del out_dir  # nothing to write beside the page
-    results = [r for r in ((c.get("latest_attempt") or {}).get("result") for c in cases) if isinstance(r, dict)]
+    results = [c.latest.result for c in cases if c.latest is not None and isinstance(c.latest.result, Mapping)]
     cells = sorted({_cell_name(r) for r in results})
-    table: dict[str, dict[str, str]] = {}
+    outcome: dict[str, dict[str, str]] = {}
     for result in results:
         metrics = result.get("metrics") or {}
         for line in metrics.get("patterns") or []:
-            table.setdefault(str(line.get("pattern")), {})[_cell_name(result)] = _pattern_text(line)
+            outcome.setdefault(str(line.get("pattern")), {})[_cell_name(result)] = _pattern_text(line)
         done = {str(d.get("pattern")) for d in metrics.get("patterns") or []}
         for name in metrics.get("expected_patterns") or []:
             if name not in done:
-                table.setdefault(str(name), {})[_cell_name(result)] = f"not finished ({result.get('verdict')})"
+                outcome.setdefault(str(name), {})[_cell_name(result)] = f"not finished ({result.get('verdict')})"
     intro = ("write(2) from a fresh MAP_SHARED mapping of the file being written, source pages not faulted in "
              "(unless the pattern says warm); each result compared with the same copy through a separate buffer "
              "(snapshot), or for a forward overlap an in-order copy.")
-    if not table:
-        return f"<h2>write from own mapping</h2><p>{escape(intro)}</p><p>No pattern results.</p>"
-    head = "".join(f"<th>{escape(c)}</th>" for c in ["pattern", *cells])
-    rows = "".join("<tr><td>" + escape(name) + "</td>" + "".join(
-        f"<td>{escape(table[name].get(cell, '-'))}</td>" for cell in cells) + "</tr>" for name in table)
-    return (f"<h2>write from own mapping</h2><p>{escape(intro)}</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    if not outcome:
+        return f"<h2>write from own mapping</h2><p>{e(intro)}</p><p>No pattern results.</p>"
+    rows = [[name, *(outcome[name].get(cell, "-") for cell in cells)] for name in outcome]
+    return f"<h2>write from own mapping</h2><p>{e(intro)}</p>{table(['pattern', *cells], rows)}"
 
 
 # -- running ---------------------------------------------------------------------------------

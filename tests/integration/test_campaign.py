@@ -17,6 +17,7 @@ import pytest
 
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
+from lab.store.records import CampaignRecord
 from lab.vm.process import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,13 +74,13 @@ def test_interrupt_then_resume_runs_no_case_twice(image: Image, tmp_path: Path) 
             lambda: (tmp_path / "results.db").exists(), 60) else None
         assert store is not None, "the campaign never created its database"
 
-        def campaign() -> dict[str, Any] | None:
+        def campaign() -> CampaignRecord | None:
             rows = store.list_campaigns()
-            return store.get_campaign(rows[0]["id"]) if rows else None
+            return store.get_campaign(rows[0].campaign.id) if rows else None
 
         def first_finished_second_running() -> bool:
             info = campaign()
-            return bool(info) and [c["status"] for c in info["cases"]] == ["finished", "running"]
+            return info is not None and [c.status for c in info.cases] == ["finished", "running"]
 
         assert wait_until(first_finished_second_running, 180, interval=0.2), campaign()
         time.sleep(3)  # the second case's machine is up and working
@@ -89,8 +90,8 @@ def test_interrupt_then_resume_runs_no_case_twice(image: Image, tmp_path: Path) 
         assert "campaign resume" in err
         info = campaign()
         assert info is not None
-        assert [c["status"] for c in info["cases"]] == ["finished", "interrupted"]
-        campaign_id = info["id"]
+        assert [c.status for c in info.cases] == ["finished", "interrupted"]
+        campaign_id = info.id
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -102,8 +103,8 @@ def test_interrupt_then_resume_runs_no_case_twice(image: Image, tmp_path: Path) 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert re.search(r"1 of 2 cases left", resumed.stderr)
     info = store.get_campaign(campaign_id)
-    assert [c["status"] for c in info["cases"]] == ["finished", "finished"]
-    first, second = info["cases"]
-    assert first["attempts_count"] == 1, "a finished case must not run again on resume"
-    assert second["latest_attempt"]["status"] == "finished"
-    assert all(c["met_expectation"] for c in info["cases"])
+    assert [c.status for c in info.cases] == ["finished", "finished"]
+    first, second = info.cases
+    assert len(first.attempts) == 1, "a finished case must not run again on resume"
+    assert second.latest is not None and second.latest.status == "finished"
+    assert all(c.met_expectation for c in info.cases)

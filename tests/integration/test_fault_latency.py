@@ -25,6 +25,7 @@ from lab.vm.boot import MachineShape
 from lab.workloads.base import CheckSpec
 from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.workloads.fault_latency import KIND, FaultLatencyParams
+from tests.unit.helpers import stored_case
 
 # The module's table (four machines) is built for whichever test asks first: that test's time includes it.
 pytestmark = pytest.mark.timeout(900)
@@ -96,7 +97,7 @@ def test_the_report_renders_the_table(table: dict[tuple[FileMode, bool], Workloa
     assert len(cells) == 6 and all(c.measured for c in cells)
     print("\n" + latency.render_text(cells))  # visible with -s: the table of this machine
     assert [r.file for r in latency_stats.ratios(cells)] == ["written", "fallocate", "empty"]
-    cases = [{"case": {}, "verdict": "PASS", "latest_attempt": {"result": r.to_dict()}} for r in table.values()]
+    cases = [stored_case(r.to_dict()) for r in table.values()]
     assert "data:image/png;base64," in latency.render_html(cases, tmp_path)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from lab.store.records import AttemptRecord, CaseRecord
 
 GuestProgram = Callable[[str], Path]  # conftest's guest_program fixture: name -> compiled binary
 
@@ -35,3 +38,15 @@ def run_with_events(binary: Path, *args: str, events: bool = True, timeout: floa
                 os.close(fd)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     return done, [line.split(" ") for line in raw.decode().splitlines()]
+
+
+def stored_case(result: Mapping[str, Any] | None = None, *, verdict: str | None = None, run_dir: str = "",
+                case: Mapping[str, Any] | None = None, attempted: bool = True) -> CaseRecord:
+    """A finished case as the results store hands it back, its one attempt carrying `result`
+    (attempted=False: a case that never ran)."""
+    verdict = verdict if verdict is not None else (str(result.get("verdict")) if result else None)
+    attempts = (AttemptRecord(id=1, campaign_id="c", case_id="case", number=1, status="finished", verdict=verdict,
+                              started_at=None, finished_at=None, run_dir=run_dir, result=result),) if attempted else ()
+    return CaseRecord(id="case", campaign_id="c", cell_key="cell", repeat=0, crash_index=0, seed=1, expect="PASS",
+                      position=0, status="finished" if attempted else "pending", verdict=verdict,
+                      case=case or {}, attempts=attempts)

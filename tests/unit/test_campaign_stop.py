@@ -27,7 +27,7 @@ def test_low_disk_stops_before_any_case(tmp_path: Path, monkeypatch: pytest.Monk
     outcomes = run_cases(ctx, cases, 2, NoProgress())
     assert outcomes == [] and started == []
     assert ctx.stop.is_set() and "GiB free" in ctx.stop_reason
-    assert store.get_campaign("c1")["status"] == "interrupted"
+    assert store.get_campaign("c1").status == "interrupted"
 
 
 def test_disk_has_room_walks_up_to_an_existing_directory(tmp_path: Path) -> None:

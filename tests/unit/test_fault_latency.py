@@ -17,8 +17,10 @@ from lab.guest.agent import CommandResult
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.paths import REPO_ROOT, images_dir
 from lab import latency_stats as stats
+from lab.cli_campaign import kind_sections
 from lab.latency_stats import Bucket, CellKey
 from lab.report import html as html_report, latency
+from lab.store.records import CampaignRecord, CaseRecord
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.workloads import catalog
@@ -32,7 +34,7 @@ from lab.workloads.fault_latency import (
     judge_copy,
     judge_measurement,
 )
-from tests.unit.helpers import GuestProgram
+from tests.unit.helpers import GuestProgram, stored_case
 
 # -- buckets -----------------------------------------------------------------------------------
 
@@ -122,9 +124,8 @@ def _result(fs: str, file: str, map_sync: bool, background: bool, samples_us: li
             "metrics": {"samples_ns": [us * 1000 for us in samples_us]} if verdict == "PASS" else {}}
 
 
-def _case(result: dict[str, Any]) -> dict[str, Any]:
-    return {"case": {"check": result["check"]}, "verdict": result["verdict"],
-            "latest_attempt": {"result": result}}
+def _case(result: dict[str, Any]) -> CaseRecord:
+    return stored_case(result, case={"check": result["check"]})
 
 
 RESULTS = [
@@ -205,10 +206,11 @@ def test_kind_is_in_the_catalog() -> None:
 
 
 def test_campaign_page_has_the_latency_section(tmp_path: Path) -> None:
-    cases = [{**_case(r), "position": i, "id": f"c{i}"} for i, r in enumerate(RESULTS)]
-    for case in cases:
-        case["case"]["workload"] = "fault-latency"
-    page = html_report.write_html(tmp_path / "page.html", {"id": "x", "scenario_name": "fault-latency"}, cases)
+    cases = tuple(stored_case(r, case={"check": r["check"], "workload": "fault-latency"}) for r in RESULTS)
+    campaign = CampaignRecord(id="x", scenario_name="fault-latency", scenario_path="s.toml", scenario_hash="h",
+                              image_id="i", kernel_version="6.1", accelerator="tcg", jobs=1, status="finished",
+                              created_at=None, cases=cases)
+    page = html_report.write_html(tmp_path / "page.html", campaign, kind_sections(cases, tmp_path))
     assert '<section id="kind-fault-latency"><section id="fault-latency">' in page.read_text()
 
 

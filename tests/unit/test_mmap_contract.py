@@ -12,11 +12,13 @@ from pydantic import BaseModel, ValidationError
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
+from lab.store.records import CaseRecord
 from lab.verdict import Verdict, combine
 from lab.vm.boot import MachineShape
 from lab.workloads import mmap_contract as mc
 from lab.workloads.base import CheckSpec
 from lab.workloads.catalog import get_kind
+from tests.unit.helpers import stored_case
 
 E = "EOPNOTSUPP"
 S = "success"
@@ -229,7 +231,7 @@ def test_helper_argv() -> None:
                                           "--probe", "validate-sync"]
 
 
-def _case(fs: str, dax: DaxMode, params: mc.MmapContractParams, run_dir: Path | None = None) -> dict[str, Any]:
+def _case(fs: str, dax: DaxMode, params: mc.MmapContractParams, run_dir: Path | None = None) -> CaseRecord:
     rows, findings = mc.judge(MEASURED[dax], dax, params)
     result = {"check": mc.MmapContractCheck(Filesystem(fs), dax, params).to_dict(),
               "metrics": {"rows": rows, "fs": fs, "dax": dax.value, "shared_sync": params.shared_sync},
@@ -237,13 +239,13 @@ def _case(fs: str, dax: DaxMode, params: mc.MmapContractParams, run_dir: Path | 
     if run_dir is not None:
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(result))
-        return {"latest_attempt": {"result": None, "run_dir": str(run_dir)}}
-    return {"latest_attempt": {"result": result}}
+        return stored_case(None, verdict=result["verdict"], run_dir=str(run_dir))  # read from result.json
+    return stored_case(result)
 
 
 def test_render_html_contract_table(tmp_path: Path) -> None:
     cases = [_case("ext4", DaxMode.ALWAYS, HONOURED), _case("xfs", DaxMode.NEVER, IGNORED),
-             _case("ext4", DaxMode.INODE, HONOURED, tmp_path / "run1"), {"latest_attempt": None}]
+             _case("ext4", DaxMode.INODE, HONOURED, tmp_path / "run1"), stored_case(attempted=False)]
     html = mc.render_html(cases, tmp_path)
     assert html.startswith('<section id="mmap-contract">') and html.endswith("</section>")
     labels = ["ext4 dax=always shared_sync=honoured", "ext4 dax=inode shared_sync=honoured",

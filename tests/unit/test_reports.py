@@ -11,10 +11,12 @@ from urllib.parse import unquote
 
 import pytest
 
-from lab.report.campaign import POWER_CUT_MODEL, render_summary, summarize, summary_rows, summary_to_json
-from lab.report.html import write_html
+from lab.markup import Html, index_ranges, table
+from lab.power_cut import POWER_CUT_MODEL
+from lab.report.campaign import render_summary, summary_rows, summary_to_json
+from lab.report.html import detail_text, kind_section, write_html
 from lab.report.junit import write_junit
-from lab.store import ResultsStore
+from lab.store import CampaignRecord, CaseRecord, ResultsStore, summarize
 from lab.ui import UI
 
 NASTY_CELL = "fs=<ext4>&[bold]x[/bold]"
@@ -34,7 +36,7 @@ def result(verdict: str, run_dir: Path, summary: str, error: str | None = None) 
 
 
 @pytest.fixture()
-def campaign(tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def campaign(tmp_path: Path) -> CampaignRecord:
     """A stored campaign: a PASS, an unexpected VIOLATION, an unexpected INFRA-ERROR, an unfinished case."""
     cases = [case_dict("c-pass", "fs=ext4", 0, "PASS"), case_dict("c-viol", NASTY_CELL, 1, "PASS"),
              case_dict("c-infra", "fs=xfs", 2, "PASS"), case_dict("c-open", "fs=xfs", 3, "PASS")]
@@ -52,14 +54,13 @@ def campaign(tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             (run_dir / "workload.console.log").write_text("boot\n")
             attempt = store.start_attempt("camp-1", case_id, run_dir)
             store.finish_attempt(attempt, result(verdict, run_dir, summary, error), final=True)
-        data = store.get_campaign("camp-1")
-    return data, data["cases"]
+        return store.get_campaign("camp-1")
 
 
 # -- summary ------------------------------------------------------------------
-def test_summary_rows(campaign: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
-    data, cases = campaign
-    rows = summary_rows(summarize(data["id"], cases))
+def test_summary_rows(campaign: CampaignRecord) -> None:
+    data, cases = campaign, campaign.cases
+    rows = summary_rows(summarize(data.id, cases))
     assert rows == [
         ["fs=ext4", "1", "PASS 1", "PASS", "yes", "0", "0", "0"],
         [NASTY_CELL, "1", "VIOLATION 1", "PASS", "no (0/1)", "1", "0", "0"],
@@ -68,22 +69,22 @@ def test_summary_rows(campaign: tuple[dict[str, Any], list[dict[str, Any]]]) -> 
     ]
 
 
-def test_render_summary_prints_cells_literally(campaign: tuple[dict[str, Any], list[dict[str, Any]]],
+def test_render_summary_prints_cells_literally(campaign: CampaignRecord,
                                                capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     monkeypatch.setenv("NO_COLOR", "1")
-    data, cases = campaign
-    render_summary(UI(), summarize(data["id"], cases))
+    data, cases = campaign, campaign.cases
+    render_summary(UI(), summarize(data.id, cases))
     out = capsys.readouterr().out
     assert NASTY_CELL in out  # [bold] is text, not markup
     assert "VIOLATION 1" in out and "no (0/1)" in out
     assert "exit status 2" in out and "eADR" in out
 
 
-def test_summary_to_json(campaign: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
-    data, cases = campaign
-    out = summary_to_json(summarize(data["id"], cases), cases)
+def test_summary_to_json(campaign: CampaignRecord) -> None:
+    data, cases = campaign, campaign.cases
+    out = summary_to_json(summarize(data.id, cases), cases)
     json.dumps(out)
     assert out["exit_status"] == 2
     assert [c["cell_key"] for c in out["cells"]] == ["fs=ext4", NASTY_CELL, "fs=xfs"]
@@ -95,9 +96,9 @@ def test_summary_to_json(campaign: tuple[dict[str, Any], list[dict[str, Any]]]) 
 
 
 # -- JUnit --------------------------------------------------------------------
-def test_junit_structure(campaign: tuple[dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
-    data, cases = campaign
-    path = write_junit(tmp_path / "junit.xml", data, cases)
+def test_junit_structure(campaign: CampaignRecord, tmp_path: Path) -> None:
+    data, cases = campaign, campaign.cases
+    path = write_junit(tmp_path / "junit.xml", data)
     root = ET.parse(path).getroot()  # parses: the control character was dropped, the rest escaped
     assert root.tag == "testsuites"
     (suite,) = root.findall("testsuite")
@@ -125,9 +126,13 @@ def test_junit_structure(campaign: tuple[dict[str, Any], list[dict[str, Any]]], 
 
 
 def test_junit_expected_infra_error_passes(tmp_path: Path) -> None:
-    case = {**case_dict("c", "cell", 0, "INFRA-ERROR"), "status": "finished", "verdict": "INFRA-ERROR",
-            "met_expectation": True, "latest_attempt": None}
-    root = ET.parse(write_junit(tmp_path / "j.xml", {"id": "x", "scenario_name": "s"}, [case])).getroot()
+    case = CaseRecord(id="c", campaign_id="x", cell_key="cell", repeat=0, crash_index=0, seed=7,
+                      expect="INFRA-ERROR", position=0, status="finished", verdict="INFRA-ERROR",
+                      met_expectation=True)
+    stored = CampaignRecord(id="x", scenario_name="s", scenario_path="s.toml", scenario_hash="h", image_id="i",
+                            kernel_version="6.1", accelerator="tcg", jobs=1, status="finished", created_at=None,
+                            cases=(case,))
+    root = ET.parse(write_junit(tmp_path / "j.xml", stored)).getroot()
     assert root.get("failures") == "0" and root.get("errors") == "0" and root.get("tests") == "1"
 
 
@@ -165,11 +170,11 @@ def parse_page(path: Path) -> _Page:
     return page
 
 
-def test_html_structure(campaign: tuple[dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
-    data, cases = campaign
+def test_html_structure(campaign: CampaignRecord, tmp_path: Path) -> None:
+    data, cases = campaign, campaign.cases
     out_dir = tmp_path / "report"
     out_dir.mkdir()
-    path = write_html(out_dir / "index.html", data, cases)
+    path = write_html(out_dir / "index.html", data)
     page = parse_page(path)
     text = " ".join(page.text)
     names = [t for t, _ in page.tags]
@@ -192,10 +197,64 @@ def test_html_structure(campaign: tuple[dict[str, Any], list[dict[str, Any]]], t
     assert any(h.endswith("workload.console.log") and "%20" in h for h in hrefs)
 
 
-def test_html_escapes_everything(campaign: tuple[dict[str, Any], list[dict[str, Any]]], tmp_path: Path) -> None:
-    data, cases = campaign
-    raw = write_html(tmp_path / "r.html", data, cases).read_text(encoding="utf-8")
+def test_html_escapes_everything(campaign: CampaignRecord, tmp_path: Path) -> None:
+    data, cases = campaign, campaign.cases
+    raw = write_html(tmp_path / "r.html", data).read_text(encoding="utf-8")
     assert "<script>" not in raw and "</td><script>" not in raw
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in raw
     assert "mapsync&lt;basic&gt;" in raw and "<basic>" not in raw
     assert "&lt;b&gt;&amp;amp;&lt;/b&gt;" in raw  # finding details, double-escaped as they should be
+
+
+def test_html_takes_the_kinds_sections_from_the_caller(campaign: CampaignRecord, tmp_path: Path) -> None:
+    section = kind_section("mapsync-contract", "<h2>contract</h2>")
+    raw = write_html(tmp_path / "r.html", campaign, [section]).read_text(encoding="utf-8")
+    assert raw.index('<section id="summary">') < raw.index(section) < raw.index('<section id="cases">')
+
+
+# -- HTML pieces ----------------------------------------------------------------
+@pytest.mark.parametrize(("indices", "text"), [
+    ([], ""), ([5], "5"), ([3, 4], "3-4"), (list(range(128)) + [130], "0-127, 130"),
+    ([9, 1, 2, 3, 2, 7], "1-3, 7, 9"),
+])
+def test_index_ranges(indices: list[int], text: str) -> None:
+    assert index_ranges(indices) == text
+
+
+def test_detail_text_reads_record_lists_as_ranges() -> None:
+    assert detail_text(list(range(128)) + [130]) == "0-127, 130 (129)"
+    corrupt = [{"index": i, "reason": "torn"} for i in (4, 5, 6)] + [{"index": 9, "reason": "bad crc"}]
+    assert detail_text(corrupt) == "4-6: torn; 9: bad crc"
+    assert detail_text("0-3, 7") == "0-3, 7"
+    assert detail_text([]) == "none"
+    assert detail_text({"a": [1, "x"]}) == '{"a": [1, "x"]}'
+    assert detail_text([True, False]) == "[true, false]"  # booleans are not record indices
+
+
+def test_html_findings_show_lost_records_as_ranges(tmp_path: Path) -> None:
+    with ResultsStore.open(f"sqlite:///{tmp_path}/results.db") as store:
+        store.create_campaign(campaign_id="c", scenario_name="s", scenario_path="s.toml", scenario_text="",
+                              scenario_hash="h", image_id="i", kernel_version="6.1", accelerator="tcg", jobs=1,
+                              cases=[case_dict("lossy", "fs=ext4", 0, "PASS")])
+        attempt = store.start_attempt("c", "lossy", tmp_path)
+        found = {"oracle": "persistence", "verdict": "VIOLATION", "summary": "129 lost",
+                 "details": {"lost": list(range(128)) + [130], "durable": "0-199"}}
+        store.finish_attempt(attempt, {"verdict": "VIOLATION", "findings": [found]}, final=True)
+        page = parse_page(write_html(tmp_path / "r.html", store.get_campaign("c")))
+    text = " ".join(page.text)
+    assert "0-127, 130 (129)" in text and "0-199" in text
+    assert "\n1\n" not in text and "126," not in text  # not one number per line
+
+
+def test_table_escapes_text_keeps_html_and_marks_the_total() -> None:
+    html = table(["a<b", Html("<i>c</i>")], [["x&y", Html("<b>ok</b>", css="unmet")], ["total", "2"]],
+                 css="findings", total_row=True)
+    assert html == ('<table class="findings"><thead><tr><th>a&lt;b</th><th><i>c</i></th></tr></thead><tbody>'
+                    '<tr><td>x&amp;y</td><td class="unmet"><b>ok</b></td></tr>'
+                    '<tr class="total"><td>total</td><td>2</td></tr></tbody></table>')
+
+
+def test_summary_json_states_the_power_cut_model(campaign: CampaignRecord) -> None:
+    out = summary_to_json(summarize(campaign.id, campaign.cases), campaign.cases)
+    assert out["power_cut_model"] == POWER_CUT_MODEL
+    assert out["exit_meaning"].startswith("incomplete evidence")

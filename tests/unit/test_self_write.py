@@ -15,12 +15,13 @@ from lab.errors import ConfigError
 from lab.guest.agent import CommandResult
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.paths import images_dir
+from lab.store.records import CaseRecord
 from lab.verdict import Verdict, combine
 from lab.vm.boot import MachineShape
 from lab.workloads import catalog
 from lab.workloads.base import CheckSpec
 from lab.workloads.self_write import KIND, SelfWriteCheck, SelfWriteParams, check_from_dict, judge, render_html
-from tests.unit.helpers import GuestProgram
+from tests.unit.helpers import GuestProgram, stored_case
 
 PATTERNS = ["same-range", "whole-page-self", "overlap-forward"]
 
@@ -110,10 +111,10 @@ def test_a_cell_that_is_not_what_it_names_is_infra_error() -> None:
 
 
 def test_render_html_tabulates_patterns_by_cell(tmp_path: Path) -> None:
-    def case(fs: str, dax: str, lines: list[dict[str, Any]], expected: list[str], verdict: str) -> dict[str, Any]:
+    def case(fs: str, dax: str, lines: list[dict[str, Any]], expected: list[str], verdict: str) -> CaseRecord:
         result = {"kind": "write-from-own-mapping", "verdict": verdict, "check": {"fs": fs, "dax": dax},
                   "metrics": {"patterns": lines, "expected_patterns": expected}}
-        return {"case": {}, "verdict": verdict, "latest_attempt": {"result": result}}
+        return stored_case(result)
 
     bad = _line("overlap-forward", ok=False, matches=None, mismatch_at=5000)
     html = render_html([case("ext4", "always", ALL_OK, PATTERNS, "PASS"),

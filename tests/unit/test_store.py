@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from lab.errors import LabError
-from lab.store import ResultsStore, StoreError, default_url
+from lab.store import CampaignRecord, CaseRecord, ResultsStore, StoreError, default_url
 from lab.store.db import MIGRATIONS_DIR
 from lab.store.models import Base
 
@@ -91,7 +91,7 @@ def test_opening_twice_is_a_no_op_and_keeps_data(tmp_path: Path) -> None:
     with ResultsStore.open(url_for(db)) as s:
         new_campaign(s, "c1", make_cases({"fs=ext4": "PASS"}))
     with ResultsStore.open(url_for(db)) as s:
-        assert [c["id"] for c in s.list_campaigns()] == ["c1"]
+        assert [c.campaign.id for c in s.list_campaigns()] == ["c1"]
         assert len(s.pending_cases("c1")) == 2
     assert alembic_versions(db) == [HEAD]
 
@@ -107,7 +107,7 @@ def test_upgrade_of_a_database_made_at_revision_1(tmp_path: Path) -> None:
         conn.execute("INSERT INTO campaigns VALUES ('old', 's', 'p', 't', 'h', 'i', 'k', 'tcg', 1, 'finished', "
                      "'2024-01-01 00:00:00.000000', NULL)")
     with ResultsStore.open(url_for(db)) as s:
-        assert s.get_campaign("old")["status"] == "finished"
+        assert s.get_campaign("old").status == "finished"
     assert alembic_versions(db) == [HEAD]
 
 
@@ -175,44 +175,53 @@ def test_full_attempt_lifecycle(store: ResultsStore, tmp_path: Path) -> None:
 
     attempt = store.start_attempt("c1", "fsext4-0", run_dir)
     running = store.get_case("fsext4-0")
-    assert running["status"] == "running" and running["verdict"] is None
-    assert [(a["number"], a["status"]) for a in running["attempts"]] == [(1, "running")]
+    assert running.status == "running" and running.verdict is None
+    assert [(a.number, a.status) for a in running.attempts] == [(1, "running")]
 
     store.finish_attempt(attempt, make_result("VIOLATION", run_dir, error=None), final=True)
     case = store.get_case("fsext4-0")
-    assert case["case"] == cases[0]  # the full Case.to_dict() comes back
-    assert case["seed"] == 2**64 - 1
-    assert (case["status"], case["verdict"], case["met_expectation"]) == ("finished", "VIOLATION", False)
-    (only,) = case["attempts"]
-    assert only["status"] == "finished" and only["verdict"] == "VIOLATION" and only["finished_at"]
-    assert [f["oracle"] for f in only["findings"]] == ["persistence", "kernel-log"]
-    assert only["findings"][0]["details"] == {"lost": [3, 4]}
-    assert only["timings"] == {"boot": 1.5, "workload": 2.0, "total": 3.5}
-    assert sorted((a["kind"], Path(a["path"]).name) for a in only["artifacts"]) == [
+    assert case.case == cases[0]  # the full Case.to_dict() comes back
+    assert case.seed == 2**64 - 1
+    assert (case.status, case.verdict, case.met_expectation) == ("finished", "VIOLATION", False)
+    (only,) = case.attempts
+    assert only.status == "finished" and only.verdict == "VIOLATION" and only.finished_at
+    assert [f.oracle for f in only.findings] == ["persistence", "kernel-log"]
+    assert only.findings[0].details == {"lost": [3, 4]}
+    assert only.timings == {"boot": 1.5, "workload": 2.0, "total": 3.5}
+    assert sorted((a.kind, Path(a.path).name) for a in only.artifacts) == [
         ("capture", "capture"), ("console", "recovery.console.log"), ("console", "workload.console.log"),
         ("events", "events.log"), ("fsck", "fsck.txt"), ("result", "result.json")]
-    assert only["result"]["acked"] == 10
+    assert only.result is not None and only.result["acked"] == 10
 
     campaign = store.get_campaign("c1")
-    assert campaign["scenario_text"] == "name = 'x'\n"
-    assert [c["id"] for c in campaign["cases"]] == ["fsext4-0", "fsext4-1"]
-    assert campaign["cases"][0]["latest_attempt"]["id"] == attempt
-    assert campaign["cases"][1]["latest_attempt"] is None
+    assert campaign.scenario_text == "name = 'x'\n"
+    assert [c.id for c in campaign.cases] == ["fsext4-0", "fsext4-1"]
+    latest = campaign.cases[0].latest
+    assert latest is not None and latest.id == attempt
+    assert campaign.cases[1].latest is None
     assert [c["id"] for c in store.pending_cases("c1")] == ["fsext4-1"]
+
+    # The JSON form (`results show --json`) keeps its shape.
+    data = campaign.to_dict()
+    assert data["scenario_text"] == "name = 'x'\n" and data["created_at"].endswith("+00:00")
+    assert data["cases"][0]["latest_attempt"]["id"] == attempt and data["cases"][0]["attempts_count"] == 1
+    assert data["cases"][1]["latest_attempt"] is None
+    assert data["cases"][0]["latest_attempt"]["findings"][0] == {
+        "oracle": "persistence", "verdict": "VIOLATION", "summary": "judged VIOLATION", "details": {"lost": [3, 4]}}
+    assert case.to_dict()["attempts"][0]["timings"]["total"] == 3.5
 
 
 def test_retry_bookkeeping(store: ResultsStore, tmp_path: Path) -> None:
     new_campaign(store, "c1", make_cases({"fs=ext4": "PASS"}, per_cell=1))
     run_case(store, "c1", "fsext4-0", "INFRA-ERROR", tmp_path, final=False)
     case = store.get_case("fsext4-0")
-    assert (case["status"], case["verdict"], case["infra_retries"]) == ("pending", None, 1)
+    assert (case.status, case.verdict, case.infra_retries) == ("pending", None, 1)
     assert [c["id"] for c in store.pending_cases("c1")] == ["fsext4-0"]
 
     run_case(store, "c1", "fsext4-0", "PASS", tmp_path)
     case = store.get_case("fsext4-0")
-    assert (case["status"], case["verdict"], case["met_expectation"], case["infra_retries"]) == (
-        "finished", "PASS", True, 1)
-    assert [(a["number"], a["verdict"]) for a in case["attempts"]] == [(1, "INFRA-ERROR"), (2, "PASS")]
+    assert (case.status, case.verdict, case.met_expectation, case.infra_retries) == ("finished", "PASS", True, 1)
+    assert [(a.number, a.verdict) for a in case.attempts] == [(1, "INFRA-ERROR"), (2, "PASS")]
     assert store.pending_cases("c1") == []
     assert store.campaign_summary("c1").total.infra_retries == 1
 
@@ -222,7 +231,7 @@ def test_retries_exhausted_final_infra_error(store: ResultsStore, tmp_path: Path
     run_case(store, "c1", "fsext4-0", "INFRA-ERROR", tmp_path, final=False)
     run_case(store, "c1", "fsext4-0", "INFRA-ERROR", tmp_path, final=True)
     case = store.get_case("fsext4-0")
-    assert (case["status"], case["verdict"], case["met_expectation"], case["infra_retries"]) == (
+    assert (case.status, case.verdict, case.met_expectation, case.infra_retries) == (
         "finished", "INFRA-ERROR", False, 1)
     assert store.campaign_summary("c1").exit_status == 2
 
@@ -236,12 +245,12 @@ def test_interrupt_and_resume_return_no_finished_case_twice(store: ResultsStore,
 
     store.interrupt_running("c1")  # Ctrl-C, or the next controller cleaning up after a SIGKILL
     campaign = store.get_campaign("c1")
-    assert campaign["status"] == "interrupted" and campaign["finished_at"] is None
-    by_id = {c["id"]: c for c in campaign["cases"]}
-    assert [by_id[i]["status"] for i in ids] == ["finished", "interrupted", "interrupted", "pending"]
+    assert campaign.status == "interrupted" and campaign.finished_at is None
+    by_id = {c.id: c for c in campaign.cases}
+    assert [by_id[i].status for i in ids] == ["finished", "interrupted", "interrupted", "pending"]
     for attempt_id in hanging:
-        attempt = next(a for c in campaign["cases"] if (a := c["latest_attempt"]) and a["id"] == attempt_id)
-        assert attempt["status"] == "interrupted" and attempt["finished_at"]
+        attempt = next(a for c in campaign.cases if (a := c.latest) and a.id == attempt_id)
+        assert attempt.status == "interrupted" and attempt.finished_at
 
     seen: list[str] = []
     store.set_campaign_status("c1", "running")
@@ -251,8 +260,8 @@ def test_interrupt_and_resume_return_no_finished_case_twice(store: ResultsStore,
     assert seen == ids[1:]  # position order; the finished case is not run again
     assert store.pending_cases("c1") == []
     store.set_campaign_status("c1", "finished")
-    assert store.get_campaign("c1")["finished_at"]
-    assert [len(store.get_case(i)["attempts"]) for i in ids] == [1, 2, 2, 1]
+    assert store.get_campaign("c1").finished_at
+    assert [len(store.get_case(i).attempts) for i in ids] == [1, 2, 2, 1]
 
 
 def test_a_crashed_controller_leaves_running_cases_pending(store: ResultsStore, tmp_path: Path) -> None:
@@ -308,20 +317,22 @@ def test_same_case_in_two_campaigns_get_case_finds_the_newest(store: ResultsStor
     new_campaign(store, "second", cases)
     run_case(store, "second", "fsext4-0", "PASS", tmp_path)
     case = store.get_case("fsext4-0")
-    assert (case["campaign_id"], case["verdict"]) == ("second", "PASS")
-    assert [c["id"] for c in store.list_campaigns()] == ["second", "first"]
-    assert store.list_campaigns()[0] | {"cases": 1, "finished": 1, "met": 1} == store.list_campaigns()[0]
+    assert (case.campaign_id, case.verdict) == ("second", "PASS")
+    assert [c.campaign.id for c in store.list_campaigns()] == ["second", "first"]
+    newest = store.list_campaigns()[0]
+    assert (newest.cases, newest.finished, newest.met) == (1, 1, 1)
+    assert newest.to_dict() | {"cases": 1, "finished": 1, "met": 1, "id": "second"} == newest.to_dict()
 
 
 def test_find_by_id_or_prefix(store: ResultsStore, tmp_path: Path) -> None:
     new_campaign(store, "20240101-aaaa", make_cases({"x": "PASS"}, 1))
     new_campaign(store, "20240101-abbb", [{"id": "deadbeef", "cell_key": "y", "cell": {}, "repeat": 0,
                                            "crash_index": 0, "seed": 1, "expect": "PASS"}])
-    assert store.find("20240101-aaaa")[0] == "campaign"
-    kind, data = store.find("20240101-ab")
-    assert (kind, data["id"]) == ("campaign", "20240101-abbb")
-    kind, data = store.find("dead")
-    assert (kind, data["id"], data["campaign_id"]) == ("case", "deadbeef", "20240101-abbb")
+    assert isinstance(store.find("20240101-aaaa"), CampaignRecord)
+    found = store.find("20240101-ab")
+    assert isinstance(found, CampaignRecord) and found.id == "20240101-abbb"
+    found = store.find("dead")
+    assert isinstance(found, CaseRecord) and (found.id, found.campaign_id) == ("deadbeef", "20240101-abbb")
     with pytest.raises(StoreError, match="ambiguous.*20240101-aaaa.*20240101-abbb"):
         store.find("20240101-a")
     with pytest.raises(StoreError, match="no campaign or case id starts with 'zzz'"):

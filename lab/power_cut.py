@@ -1,0 +1,15 @@
+"""The power-cut model in words: the one text every user-facing output states (terminal, HTML, JSON, JUnit).
+
+DESIGN.md requires every report to name the model its verdicts rest on; one
+constant keeps the terminal line, the HTML page and the exports saying the same.
+"""
+
+from __future__ import annotations
+
+POWER_CUT_MODEL = (
+    "Power-cut model: at the crash point every vCPU is frozen (QMP stop), the NVDIMM backing file is "
+    "captured, and the machine is destroyed. Guest RAM (page cache, uncommitted journal transactions, "
+    "dirty metadata buffers) is lost, as on a real power loss; the NVDIMM backing file is the persistent "
+    "domain. No CPU cache is modelled: every store that reached the emulated NVDIMM is in the capture, "
+    "i.e. the semantics of a platform whose caches are in the persistence domain (eADR). Missing cache "
+    "flushes are therefore not visible in these results.")
