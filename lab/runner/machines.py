@@ -165,6 +165,8 @@ def _build_lock(path: Path) -> Iterator[None]:
 
 def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry: Path) -> ReadySnapshot:
     """Boot, prepare, save into a temporary directory; renamed into place only when complete."""
+    log.info("no ready snapshot %s in %s (image %s, %s, %s): building it", key, entry.parent, request.image.id,
+             request.accel.value, request.fs.value if request.fs else "raw namespace")
     tmp = entry.parent / f".tmp-{key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

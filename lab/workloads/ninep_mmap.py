@@ -36,7 +36,7 @@ from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape, ready_timeout
+from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
 from lab.vm.spec import ShareSpec
 from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
@@ -201,9 +201,9 @@ def run_check(check: NinepMmapCheck, image: Image, accel: AccelVerdict, run_dir:
         metrics: dict[str, Any] = {"cache": cache, "size": size, "guest_seed": check.guest_seed,
                                    "host_seed": check.host_seed}
         run.result.metrics = metrics
-        with run.machine("guest", [run.fresh_media()], shares=[ShareSpec(share, TAG)]) as machine:
-            with run.phase("boot"):
-                machine.wait_ready(ready_timeout(run.accel.accel))
+        shares = [ShareSpec(share, TAG)]
+        with run.machine("guest", [run.fresh_media(shares=shares)], shares=shares) as machine:
+            run.bring_up(machine)
             with run.phase("setup"):
                 _mount_share(machine, cache)
             with run.phase("workload"):

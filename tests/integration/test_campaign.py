@@ -65,9 +65,17 @@ def test_repro_reproduces_the_recorded_verdict(smoke_campaign: dict[str, Any], l
     assert data["recorded_verdict"] == "VIOLATION" and data["reproduced"] == 1
 
 
+# The smoke scenario with slow records: a restored machine finishes a case in seconds, so the
+# second case must take long enough to be interrupted mid-run (0.1 s per record, cut after ACK 30).
+SLOW = SMOKE.read_text().replace("records = 40", "records = 40\ndelay_us = 100000").replace("ack = 20", "ack = 30")
+
+
 def test_interrupt_then_resume_runs_no_case_twice(image: Image, tmp_path: Path) -> None:
     env = {**os.environ, "PMEMLAB_DATA": str(tmp_path), "NO_COLOR": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "campaign", "run", str(SMOKE), "-j", "1", "--json"],
+    slow = tmp_path / "slow-smoke.toml"
+    slow.write_text(SLOW)
+    assert "delay_us = 100000" in SLOW and "ack = 30" in SLOW
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "campaign", "run", str(slow), "-j", "1", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         store = ResultsStore.open(f"sqlite:///{tmp_path}/results.db") if wait_until(
@@ -83,7 +91,7 @@ def test_interrupt_then_resume_runs_no_case_twice(image: Image, tmp_path: Path) 
             return info is not None and [c.status for c in info.cases] == ["finished", "running"]
 
         assert wait_until(first_finished_second_running, 180, interval=0.2), campaign()
-        time.sleep(3)  # the second case's machine is up and working
+        time.sleep(1.5)  # the second case's machine is restored and its workload is writing records
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=90)
         assert proc.returncode == 130, err[-2000:]
