@@ -121,7 +121,10 @@ class CaseOutcome:
 
     @staticmethod
     def lab_overhead(wall_s: float, result: WorkloadResult) -> float:
+        """Wall time of the task outside its machine phases (a recovery of a shared workload run
+        counts only its own phases: the workload's ran in another task)."""
         in_phases = sum(v for k, v in result.timings.items() if k != "total")
+        in_phases -= float((result.metrics.get("cut") or {}).get("workload_s", 0.0))
         return max(0.0, wall_s - in_phases)
 
 
@@ -221,14 +224,12 @@ class Recovery:
     attempt: int
     first_attempt: int
     run_dir: Path
-    started: float
     crashed: BaseException | None = None
 
 
 def run_group(ctx: CampaignContext, cases: list[Case], slot: str, progress: Progress,
               first_attempts: list[int]) -> list[Recovery]:
     """One workload run cut at every case's crash point; returns a recovery per case, to schedule."""
-    started = time.monotonic()
     run_dirs = [ctx.run_dir(case, attempt) for case, attempt in zip(cases, first_attempts)]
     attempt_ids = [ctx.store.start_attempt(ctx.campaign_id, case.id, str(run_dir))
                    for case, run_dir in zip(cases, run_dirs)]
@@ -247,13 +248,14 @@ def run_group(ctx: CampaignContext, cases: list[Case], slot: str, progress: Prog
         raise
     except Exception as exc:
         jobs, crashed = [None] * len(cases), exc
-    return [Recovery(case, job, attempt_id, attempt, attempt, run_dir, started, crashed)
+    return [Recovery(case, job, attempt_id, attempt, attempt, run_dir, crashed)
             for case, job, attempt_id, attempt, run_dir in zip(cases, jobs, attempt_ids, first_attempts, run_dirs)]
 
 
 def run_recovery(ctx: CampaignContext, item: Recovery, slot: str, progress: Progress) -> CaseOutcome | None:
     """Recover and judge one capture of a shared workload run. None: retry the case alone."""
     progress.case_started(slot, item.case, item.attempt)
+    started = time.monotonic()  # this task's own wall time: the shared workload run was another task
     try:
         if item.job is None:
             assert item.crashed is not None
@@ -266,7 +268,7 @@ def run_recovery(ctx: CampaignContext, item: Recovery, slot: str, progress: Prog
     except Exception as exc:
         result = crashed_result(item.case, ctx, item.run_dir, exc)
     return _settle(ctx, item.case, slot, progress, item.attempt_id, item.attempt, item.first_attempt, result,
-                   item.started)
+                   started)
 
 
 def stop_campaign(ctx: CampaignContext, reason: str) -> None:

@@ -461,6 +461,7 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
                 run.result.timings = dict(pre.timings)
                 run.shared_s = sum(pre.timings.values())
             run.result.metrics["cut"] = _cut_metrics(pre, cuts, workload.run_dir)
+            run.result.metrics["cut"]["workload_s"] = round(run.shared_s, 3)  # phases another task ran
             findings = power.pre_cut(check, pre, run.result.metrics)
             try:
                 findings += recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp,
