@@ -19,6 +19,7 @@ from lab.image import cache as image_cache
 from lab.image.builder import build as build_image
 from lab.image.kernel import user_kernel
 from lab.paths import cache_dir, images_dir
+from lab.power_cut import POWER_CUT_MODEL
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.verdict import Verdict
@@ -228,7 +229,7 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
             f"{verdict.accel.value}, {boot.value} machines")
     result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
     if as_json:
-        ui.emit_json(result.to_dict())
+        ui.emit_json({**result.to_dict(), "power_cut_model": POWER_CUT_MODEL})
     else:
         render_result(ui, result)
     raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
