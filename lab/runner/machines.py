@@ -103,7 +103,11 @@ def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
             except SnapshotError as exc:
                 log.warning("%s; rebuilding it", exc)
                 shutil.rmtree(entry, ignore_errors=True)
-        snap = _build(request, inputs, key, entry)
+        try:
+            snap = _build(request, inputs, key, entry)
+        except ClockSkewError as exc:
+            log.warning("%s; booting the template again", exc)
+            snap = _build(request, inputs, key, entry)
     _memo[entry] = snap
     return snap
 
@@ -182,6 +186,7 @@ def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry:
         device: str | None = None
         with Machine(spec, tmp) as machine:
             machine.wait_ready(ready_timeout(request.accel))
+            rate = check_guest_clock(machine)
             pmem.wait_for_namespace(machine.agent)
             if request.fs is not None:
                 device = pmem.create_fsdax(machine.agent)
@@ -189,9 +194,12 @@ def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry:
             # Nothing of the media may stay in guest RAM: a clone reads its own media.
             machine.run(["sh", "-c", DROP_CACHES, "sh", device or RAW_DEVICE], timeout=60, check=True)
             save_s = machine.save_state(tmp / "state.bin")
-        write_manifest(tmp, key, inputs, {"device": device, "save_s": round(save_s, 3),
+        write_manifest(tmp, key, inputs, {"device": device, "save_s": round(save_s, 3), "clock_rate": round(rate, 4),
                                           "build_s": round(time.monotonic() - started, 3)})
         tmp.rename(entry)
+    except ClockSkewError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except (LabError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         free = shutil.disk_usage(entry.parent).free // MIB
@@ -203,6 +211,33 @@ def _build(request: SnapshotRequest, inputs: dict[str, object], key: str, entry:
     log.info("ready snapshot %s built in %.1f s (%s)", key, time.monotonic() - started,
              request.fs.value if request.fs else "raw namespace")
     return load_snapshot(entry, key)
+
+
+class ClockSkewError(SnapshotError):
+    """The template guest's clock does not keep host time."""
+
+
+CLOCK_PROBE_S = 1.0
+CLOCK_TOLERANCE = 0.1  # guest seconds per host second must be within 10 % of 1
+
+
+def check_guest_clock(machine: Machine) -> float:
+    """Guest seconds per host second over a short interval. Every clone inherits the template's TSC
+    calibration; one made while the host was overloaded can run the guest clock far too fast (deadlines
+    in the guest fire early, journal commit intervals shrink), so such a template is refused."""
+    def uptime() -> tuple[float, float]:
+        host = time.monotonic()
+        guest = float(machine.run(["cat", "/proc/uptime"], timeout=10, check=True).text.split()[0])
+        return host, guest
+
+    host0, guest0 = uptime()
+    time.sleep(CLOCK_PROBE_S)
+    host1, guest1 = uptime()
+    rate = (guest1 - guest0) / (host1 - host0)
+    if abs(rate - 1.0) > CLOCK_TOLERANCE + 0.02:  # /proc/uptime has 10 ms steps
+        raise ClockSkewError(f"the template guest's clock ran at {rate:.2f} s per host second (its TSC was "
+                            "calibrated badly, e.g. under heavy host load): not saving it")
+    return rate
 
 
 class MachineMaker:
