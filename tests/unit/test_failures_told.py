@@ -14,14 +14,16 @@ from click.testing import CliRunner
 
 from lab import logs, space
 from lab.cli import lab_errors
-from lab.errors import GuestError, QemuDied
+from lab.errors import AgentClosed, GuestError, QemuDied
 from lab.oracles import taint
 from lab.runner.guest_run import space_needed
 from lab.runner.machines import BUILD_NEEDS_MIB
 from lab.runs import write_json
 from lab.verdict import Verdict
 from lab.vm.boot import GIB, MIB, MachineShape
-from lab.vm.machine import describe_exit, output_tail
+from lab.vm.machine import Machine, MachineState, describe_exit, output_tail
+from lab.vm.process import OwnedProcess
+from lab.vm.spec import MachineSpec, NvdimmSpec
 
 # -- taint ----------------------------------------------------------------------------------
 
@@ -100,6 +102,52 @@ def test_output_tail_keeps_the_last_lines() -> None:
     text = "\n".join(f"line {i}" for i in range(10)) + "\n\n"
     assert output_tail(text, 3) == "line 7 | line 8 | line 9"
     assert output_tail("") == ""
+
+
+def _machine_running(tmp_path: Path, script: str) -> Machine:
+    """A Machine whose 'QEMU' is a shell script: the death classification runs on a real process."""
+    media = tmp_path / "nvdimm0.img"
+    media.write_bytes(b"")
+    spec = MachineSpec("workload", tmp_path / "k", tmp_path / "i", tmp_path / "console.log",
+                       nvdimms=(NvdimmSpec(media, 2 * 1024**2),))
+    machine = Machine(spec, tmp_path)
+    machine.process = OwnedProcess(["sh", "-c", script], tmp_path / "workload.qemu.log")
+    machine.state = MachineState.RUNNING
+    return machine
+
+
+def test_a_closed_channel_after_qemu_died_is_told_as_the_death(tmp_path: Path) -> None:
+    machine = _machine_running(tmp_path, "echo 'qemu-system-x86_64: something broke'; kill -KILL $$")
+    with pytest.raises(QemuDied) as died:
+        with machine:
+            raise AgentClosed("guest agent channel closed (EOF): the guest powered off or died")
+    assert str(died.value) == ("QEMU for machine 'workload' died: killed by signal 9 (SIGKILL); "
+                               "QEMU said: qemu-system-x86_64: something broke")
+    assert isinstance(died.value.__cause__, AgentClosed) and died.value.errno is None
+    assert machine.state is MachineState.DEAD
+
+
+def test_sigbus_over_a_full_filesystem_is_enospc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(space, "nearly_full", lambda path: path.name == "nvdimm0.img")
+    machine = _machine_running(tmp_path, "kill -BUS $$")
+    with pytest.raises(QemuDied) as died:
+        with machine:
+            raise AgentClosed("EOF")
+    assert died.value.errno == errno.ENOSPC and died.value.path == str(tmp_path / "nvdimm0.img")
+    assert "killed by signal 7 (SIGBUS): the filesystem under its backing file" in str(died.value)
+
+
+def test_an_exit_the_lab_asked_for_is_no_death(tmp_path: Path) -> None:
+    machine = _machine_running(tmp_path, "sleep 30")
+    with pytest.raises(AgentClosed):  # the body's own error stands: QEMU was destroyed by the lab
+        with machine:
+            machine.destroy()
+            raise AgentClosed("EOF")
+    machine = _machine_running(tmp_path, "sleep 30")
+    with pytest.raises(GuestError, match="a command failed"):  # QEMU alive: nothing to tell, no wait
+        with machine:
+            raise GuestError("a command failed")
+    assert machine.process is not None and not machine.process.alive()
 
 
 # -- disk full ------------------------------------------------------------------------------
