@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from lab import logs, space
 from lab.cli import lab_errors
-from lab.errors import AgentClosed, GuestError, QemuDied
+from lab.errors import AgentClosed, GuestError, MachineError, QemuDied
 from lab.oracles import taint
 from lab.runner.guest_run import space_needed
 from lab.runner.machines import BUILD_NEEDS_MIB
@@ -116,14 +116,16 @@ def _machine_running(tmp_path: Path, script: str) -> Machine:
     return machine
 
 
-def test_a_closed_channel_after_qemu_died_is_told_as_the_death(tmp_path: Path) -> None:
+@pytest.mark.parametrize("told", [AgentClosed("guest agent channel closed (EOF): the guest powered off or died"),
+                                  MachineError("QMP stop failed: disconnected")])
+def test_a_closed_channel_or_failed_qmp_after_qemu_died_is_told_as_the_death(told: Exception, tmp_path: Path) -> None:
     machine = _machine_running(tmp_path, "echo 'qemu-system-x86_64: something broke'; kill -KILL $$")
     with pytest.raises(QemuDied) as died:
         with machine:
-            raise AgentClosed("guest agent channel closed (EOF): the guest powered off or died")
+            raise told
     assert str(died.value) == ("QEMU for machine 'workload' died: killed by signal 9 (SIGKILL); "
                                "QEMU said: qemu-system-x86_64: something broke")
-    assert isinstance(died.value.__cause__, AgentClosed) and died.value.errno is None
+    assert died.value.__cause__ is told and died.value.errno is None
     assert machine.state is MachineState.DEAD
 
 
