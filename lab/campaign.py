@@ -176,7 +176,7 @@ def _settle(ctx: CampaignContext, case: Case, slot: str, progress: Progress, att
     """Store an attempt's result. None: an INFRA-ERROR to retry (the case goes back to pending)."""
     if _disk_full(result):
         # Retrying cannot help and every later case would fail the same way: stop cleanly, resume later.
-        stop_campaign(ctx, f"the disk filled up during case {case.id}: free space, then resume")
+        stop_campaign(ctx, f"the disk filled up during case {case.id}: {result.error or 'free space, then resume'}")
     if ctx.stop.is_set():
         # Killed by the interrupt or stopped for a full disk: left for `interrupt_running` to mark.
         return CaseOutcome(case, result, attempt, interrupted=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import statistics
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import click
 
 from lab import doctor as doctor_mod
+from lab import logs
 from lab.cli_campaign import campaign, repro, results
 from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
                             image_option, json_option, lab_errors)
@@ -32,8 +34,11 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="Log to stderr: -v what the lab does, -vv every step "
+              "(QEMU command lines, shutdowns). Every run directory keeps a full lab.log regardless.")
+def cli(verbose: int) -> None:
     """pmemlab: a persistent-memory test lab (QEMU NVDIMMs, DAX, power cuts, oracles)."""
+    logs.configure_stderr(verbose)
 
 
 # -- image ---------------------------------------------------------------
@@ -230,7 +235,9 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
     if as_json:
         ui.emit_json({**result.to_dict(), "power_cut_model": POWER_CUT_MODEL})
-    else:
+    if result.errno == errno.ENOSPC:
+        ui.abort(result.error or "disk full", EXIT_LAB_ERROR)
+    if not as_json:
         render_result(ui, result)
     raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
 

@@ -7,11 +7,13 @@ internals, so the command modules form no cycle.
 
 from __future__ import annotations
 
+import errno
 import functools
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
+from lab import space
 from lab.errors import LabError
 from lab.image import cache as image_cache
 from lab.paths import cache_dir
@@ -32,13 +34,19 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
 def lab_errors(func: F) -> F:
-    """Turn the lab's own errors into a one-line message on stderr and exit status 2."""
+    """Turn the lab's own errors, and a full disk, into a one-line message on stderr and exit status 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except LabError as exc:
+        except (LabError, OSError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC:
+                path = space.full_path(exc)
+                UI().abort(space.describe_full(path) if path else f"disk full: {exc}: free space, then run it again",
+                           EXIT_LAB_ERROR)
+            if isinstance(exc, OSError):
+                raise
             UI().abort(str(exc), EXIT_LAB_ERROR)
 
     return wrapper  # type: ignore[return-value]

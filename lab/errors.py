@@ -8,13 +8,17 @@ LabError                      root: every error the lab raises on purpose
  |    +-- LaunchError         QEMU did not start (command line, exit code, output)
  |    +-- MediaBusyError      a media file is already held by another machine
  |    +-- MachineStateError   a call made in the wrong machine state
+ |    +-- QemuDied            QEMU exited while the lab still used the machine (exit code or signal)
  +-- GuestError               the guest side failed
  |    +-- AgentTimeout        a deadline passed waiting on the guest (HANG material)
  |    +-- AgentClosed         the agent channel closed (guest died)
  +-- CaptureError             the media could not be captured
+ +-- DiskFull                 a filesystem the lab (or QEMU for it) writes to is full: errno ENOSPC, the path
 """
 
 from __future__ import annotations
+
+from errno import ENOSPC
 
 
 class LabError(Exception):
@@ -64,6 +68,18 @@ class MachineStateError(MachineError):
     """A machine method was called in a state that does not allow it."""
 
 
+class QemuDied(MachineError):
+    """QEMU ended while the lab still used the machine: how (exit code or signal) and its last words.
+    `errno` is ENOSPC when a file QEMU maps shared (an NVDIMM, a ready snapshot's RAM) sits on a
+    full filesystem: a store the filesystem cannot back is a SIGBUS."""
+
+    def __init__(self, message: str, returncode: int, errno: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.errno = errno
+        self.path = path  # the full filesystem's file, with errno ENOSPC
+
+
 class GuestError(LabError):
     """The guest side failed."""
 
@@ -78,3 +94,13 @@ class AgentClosed(GuestError):
 
 class CaptureError(LabError):
     """The media could not be captured."""
+
+
+class DiskFull(LabError):
+    """A filesystem the lab writes to (or QEMU writes to for it) is full."""
+
+    errno = ENOSPC
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

@@ -23,5 +23,9 @@ def new_run_dir(kind: str, base: Path | None = None) -> Path:
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a reader never sees half a result."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.rename(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.rename(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary behind
+        raise

@@ -39,12 +39,13 @@ from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
 from lab.oracles.fsck import run_fsck
+from lab.logs import run_log
 from lab.runner.check import BaseCheck
-from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, os_errno, run_guarded
+from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, record_failure, run_guarded
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.capture import Capture
-from lab.vm.machine import Machine
+from lab.vm.machine import Machine, MachineState
 
 WORKLOAD_TIMEOUT_S = 300.0
 MOUNT_TIMEOUT_S = 120.0
@@ -263,6 +264,9 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
                     with run.phase("cont"):
                         machine.cont()
                     paused.intervals.append((issued, time.monotonic()))
+            if run.hooks.oracle("kernel_log"):
+                with run.phase("taint"):
+                    _read_taint_after_cuts(run, machine)
             with run.phase("destroy"):
                 machine.destroy()
     except (LabError, OSError) as exc:  # OSError: the lab's own files (a full disk)
@@ -418,7 +422,8 @@ def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image
     workload_dir.mkdir(parents=True, exist_ok=True)
     workload = GuestRun(kind, checks[order[0]], image, accel, workload_dir, hooks)
     try:
-        outcome = run_workload(workload, plan)
+        with run_log(workload_dir):
+            outcome = run_workload(workload, plan)
     except BaseException:
         _remove_captures(workload_dir, plan)
         raise
@@ -441,6 +446,7 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
             run.timer.on_phase = hooks.on_phase
         else:
             run.consoles.update({k: v for k, v in workload.consoles.items() if k == "ready-snapshot"})
+            run.taint.tracks.update(workload.taint.tracks)  # the workload kernel's taint belongs to every cut
             run.result.timings = {}
 
         def body(run: GuestRun) -> list[Finding]:
@@ -450,8 +456,7 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
                     run.result.metrics["cut"] = {"reached": False, "why": "the kind judged the failed workload"}
                     return list(outcome.judged)
                 assert outcome.failure is not None
-                run.result.error = str(outcome.failure)
-                run.result.errno = os_errno(outcome.failure)
+                record_failure(run, outcome.failure)
                 if not isinstance(outcome.failure, AgentTimeout):
                     run.result.status = "failed"
                 return [_failure_at(outcome)]
@@ -474,6 +479,18 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
 
         return run_guarded(run, body)
     return job
+
+
+def _read_taint_after_cuts(run: GuestRun, machine: Machine) -> None:
+    """The workload kernel's taint, read once the last capture is taken: the machine resumes for one
+    agent round trip (20-50 ms under TCG). A read before a freeze would delay the cut by as much."""
+    try:
+        if machine.state is MachineState.PAUSED:
+            machine.cont()
+    except LabError as exc:
+        run.taint.failed(machine.spec.name, f"resuming after the last cut: {exc}")
+        return
+    run.read_taint(machine, "the workload's last cut")
 
 
 def _failure_at(outcome: WorkloadCuts) -> Finding:

@@ -4,30 +4,41 @@
 booted cold: lab/runner/machines.py) and records what the kernel-log oracle
 scans; `run_guarded` runs a kind's body and turns whatever happens into a
 verdict, writing result.json on every path: a passed deadline is HANG, a lab
-failure INFRA-ERROR, a kernel problem on any console KERNEL-BUG.
+failure INFRA-ERROR, a kernel problem on any console KERNEL-BUG - or a taint bit
+a machine's kernel gained during the run (read when its agent first answers and
+again before it powers off). A full disk is one line naming the path and what
+the run needs. The run's lab records go to RUN_DIR/lab.log.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+from lab import space
 from lab.errors import AgentTimeout, LabError
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
+from lab.logs import run_log
+from lab.oracles import taint
 from lab.oracles.finding import Finding
 from lab.oracles.kernel_log import check_consoles
-from lab.runner.machines import BootMode, MachineMaker
+from lab.paths import cache_dir
+from lab.runner.machines import BUILD_NEEDS_MIB, BootMode, MachineMaker
 from lab.runner.phases import PhaseTimer
 from lab.runs import write_json
 from lab.verdict import Verdict, combine
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
-from lab.vm.spec import ShareSpec
+from lab.vm.spec import MIB, ShareSpec
+
+log = logging.getLogger(__name__)
 
 ORACLES = ("persistence", "fsck", "kernel_log")  # what a scenario's [oracles] may switch off
 
@@ -97,6 +108,7 @@ class GuestRun:
         self.hooks = hooks
         self.timer = PhaseTimer(hooks.on_phase)
         self.consoles: dict[str, Path] = {}
+        self.taint = taint.TaintLog()  # each machine's kernel taint: at agent-ready, and before it ends
         self.shared_s = 0.0  # seconds of a shared workload run this case stands on (counted in its total)
         self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot)
         self.result = WorkloadResult(kind, check.to_dict(), run_dir, image.id, image.kernel_version,
@@ -114,8 +126,26 @@ class GuestRun:
         if ready is not None:
             self.consoles["ready-snapshot"] = ready
         self.consoles[name] = machine.spec.console_log
+        if self.hooks.oracle("kernel_log"):
+            machine.on_ready.append(self._taint_baseline)
+            machine.before_poweroff.append(lambda m: self.read_taint(m, "before poweroff"))
         self.hooks.on_machine(machine)
         return machine
+
+    def _taint_baseline(self, machine: Machine) -> None:
+        try:
+            self.taint.baseline(machine.spec.name, taint.read(machine.agent))
+        except LabError as exc:  # the step that needs the guest next says what broke
+            self.taint.failed(machine.spec.name, f"at agent-ready: {exc}")
+
+    def read_taint(self, machine: Machine, when: str) -> None:
+        """Read `machine`'s kernel taint now (it must be running); compared with its baseline in the verdict."""
+        if not self.hooks.oracle("kernel_log"):
+            return
+        try:
+            self.taint.later(machine.spec.name, taint.read(machine.agent), when)
+        except LabError as exc:
+            self.taint.failed(machine.spec.name, f"{when}: {exc}")
 
     def fresh_media(self, fs: Filesystem | None = None, name: str = "nvdimm0.img",
                     shares: Sequence[ShareSpec] = ()) -> Path:
@@ -148,23 +178,32 @@ class GuestRun:
 
 def run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> WorkloadResult:
     """Run `body`, map failures to verdicts (deadline: HANG, lab error: INFRA-ERROR), add the
-    kernel-log oracle, write result.json on every path. Ctrl-C is recorded and re-raised."""
+    kernel-log and taint oracles, write result.json on every path. Ctrl-C is recorded and re-raised."""
+    with run_log(run.run_dir):
+        return _run_guarded(run, body)
+
+
+def _run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> WorkloadResult:
     result = run.result
     findings: list[Finding] = []
     started = run.timer.started
-    write_json(run.run_dir / "result.json", {**result.to_dict(), "status": "running"})
+    log.info("%s run in %s", result.kind, run.run_dir)
+    log.debug("check: %s", result.check)
     try:
+        write_json(run.run_dir / "result.json", {**result.to_dict(), "status": "running"})
         findings += body(run)
     except AgentTimeout as exc:
+        record_failure(run, exc)
         findings.append(failure_finding(run, exc))
-        result.error = str(exc)
     except (LabError, OSError) as exc:  # OSError: the lab's own files (a full disk, a vanished directory)
+        record_failure(run, exc)
         findings.append(failure_finding(run, exc))
-        result.error, result.status = str(exc), "failed"
-        result.errno = os_errno(exc)
+        result.status = "failed"
     except BaseException as exc:
         result.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
         result.error = f"{type(exc).__name__}: {exc}"
+        log.log(logging.INFO if result.status == "interrupted" else logging.ERROR, "%s run %s: %s", result.kind,
+                result.status, result.error)
         finish(run, findings, started)
         raise
     finish(run, findings, started)
@@ -176,7 +215,33 @@ def failure_finding(run: GuestRun, exc: Exception) -> Finding:
     where = run.timer.current or "run"
     if isinstance(exc, AgentTimeout):
         return Finding("deadline", Verdict.HANG, f"{where}: {exc}")
-    return Finding("lab", Verdict.INFRA_ERROR, f"{where}: {exc}")
+    return Finding("lab", Verdict.INFRA_ERROR, f"{where}: {run.result.error or exc}")
+
+
+def record_failure(run: GuestRun, exc: BaseException) -> None:
+    """The error and its OS error number on the result; a full disk as the one line that says which
+    path is full and how much the run needs there."""
+    result = run.result
+    result.error, result.errno = str(exc), os_errno(exc)
+    if result.errno == errno.ENOSPC:
+        path = space.full_path(exc) or run.run_dir
+        needs, bound = space_needed(run.check.shape, path)
+        result.error = space.describe_full(path, needs, bound)
+        result.metrics["disk_full"] = {"path": str(path), "filesystem": str(space.mount_point(path)),
+                                       "needs_bytes": needs, "cause": str(exc)}
+    log.info("%s run failed in phase %s: %s", result.kind, run.timer.current or "run", result.error)
+
+
+def space_needed(shape: MachineShape, path: Path) -> tuple[int, str]:
+    """How much a run may write where `path` is, and how sure that is: in the cache, a ready snapshot
+    build (about BUILD_NEEDS_MIB); elsewhere, the live NVDIMM and a capture (sparse: up to their size)."""
+    try:
+        in_cache = path.resolve().is_relative_to(cache_dir().resolve())
+    except OSError:
+        in_cache = False
+    if in_cache:
+        return BUILD_NEEDS_MIB * MIB, "about"
+    return 2 * shape.nvdimm_size, "up to"
 
 
 def os_errno(exc: BaseException) -> int | None:
@@ -192,15 +257,30 @@ def os_errno(exc: BaseException) -> int | None:
 
 
 def finish(run: GuestRun, findings: list[Finding], started: float) -> None:
-    """Add the kernel-log oracle, combine the verdict, write result.json."""
+    """Add the kernel-log and taint oracles, combine the verdict, write result.json (a result that
+    cannot be written is INFRA-ERROR, told by the returned result)."""
     result = run.result
     if run.hooks.oracle("kernel_log"):
         kernel_finding, problems = check_consoles(run.consoles)
         result.kernel_problems = problems
         findings = findings + [kernel_finding]
+        taint_finding = run.taint.finding()
+        if taint_finding is not None:
+            findings.append(taint_finding)
+    if run.taint.tracks:
+        result.metrics["taint"] = run.taint.to_dict()
     result.findings = findings
     result.verdict = combine(f.verdict for f in result.findings)
     if result.status in ("failed", "interrupted"):
         result.verdict = combine([result.verdict, Verdict.INFRA_ERROR])
     result.timings = {**run.timer.timings, **result.timings, "total": round(time.monotonic() - started + run.shared_s, 3)}
-    write_json(run.run_dir / "result.json", result.to_dict())
+    try:
+        write_json(run.run_dir / "result.json", result.to_dict())
+    except OSError as exc:
+        if result.errno is None:
+            record_failure(run, exc)
+        result.status = "failed"
+        result.findings.append(Finding("lab", Verdict.INFRA_ERROR, f"result.json not written: {result.error}"))
+        result.verdict = combine([result.verdict, Verdict.INFRA_ERROR])
+        (run.run_dir / "result.json").unlink(missing_ok=True)  # not a stale 'running' one
+    log.info("%s run: %s (%s)", result.kind, result.verdict.value, result.status)

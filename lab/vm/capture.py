@@ -49,10 +49,28 @@ def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
 def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
     done = 0
     while done < length:
-        copied = os.copy_file_range(src, dst, length - done, offset + done, offset + done)
+        try:
+            copied = os.copy_file_range(src, dst, length - done, offset + done, offset + done)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # Linux >= 5.19 refuses copy_file_range between most filesystems (a cache and a data
+            # directory on different disks): copy through user space.
+            _copy_range_by_hand(src, dst, offset + done, length - done)
+            return
         if copied == 0:
             raise CaptureError(f"copy_file_range made no progress at offset {offset + done}")
         done += copied
+
+
+def _copy_range_by_hand(src: int, dst: int, offset: int, length: int, chunk: int = 1 << 20) -> None:
+    end = offset + length
+    while offset < end:
+        data = os.pread(src, min(chunk, end - offset), offset)
+        if not data:
+            raise CaptureError(f"the source ended at offset {offset}, inside a data region")
+        written = os.pwrite(dst, data, offset)
+        offset += written
 
 
 def capture_file(source: Path, dest: Path) -> Capture:

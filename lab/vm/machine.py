@@ -13,18 +13,29 @@ a READY that a restored guest never sends again.
 
 States: NEW -> RUNNING <-> PAUSED -> DEAD. Calls made in the wrong state
 raise MachineStateError. Cleanup runs on every exit path and is safe twice.
+
+QEMU ending on its own while the machine is in use (killed, crashed, a
+SIGBUS from a full filesystem under a backing file) is told as such: a lab
+error that leaves the `with` block becomes QemuDied naming the exit code or
+signal and QEMU's last words, not the closed socket it caused.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shlex
+import signal
 import socket
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from lab.errors import AgentClosed, AgentTimeout, LabError, LaunchError, MachineStateError
+from lab import space
+from lab.errors import (AgentClosed, AgentTimeout, DiskFull, LabError, LaunchError, MachineError, MachineStateError,
+                        QemuDied)
 from lab.guest.agent import AgentClient, CommandResult
 from lab.guest.events import EventStream
 from lab.vm.media import MediaLock
@@ -32,6 +43,31 @@ from lab.vm.process import OwnedProcess
 from lab.vm.qmp import QmpChannel
 from lab.vm.snapshot import MAX_BANDWIDTH, SnapshotError, migration_caps, wait_migration
 from lab.vm.spec import ChannelFds, MachineSpec, qemu_argv
+
+log = logging.getLogger(__name__)
+
+DEATH_WAIT_S = 2.0  # a channel's EOF comes as QEMU exits, a moment before it can be reaped
+TAIL_LINES = 5
+
+MachineHook = Callable[["Machine"], None]
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, in words: 'exited with code 1', 'killed by signal 9 (SIGKILL)'."""
+    if returncode < 0:
+        number = -returncode
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {number} ({name})"
+    return f"exited with code {returncode}"
+
+
+def output_tail(text: str, lines: int = TAIL_LINES) -> str:
+    """The last few non-empty lines of a process's output, joined with ' | '."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
 
 
 class MachineState(Enum):
@@ -59,6 +95,10 @@ class Machine:
         self._sockets: list[socket.socket] = []
         self.launched_at: float | None = None
         self.ready_at: float | None = None
+        self._ending = False  # the lab asked QEMU to end (quit, poweroff, destroy): an exit is no death
+        # Called with the machine once its agent answers, and before a polite poweroff (the guest still runs).
+        self.on_ready: list[MachineHook] = []
+        self.before_poweroff: list[MachineHook] = []
 
     # -- lifecycle -----------------------------------------------------
     def launch(self, qmp_timeout: float = 15.0) -> "Machine":
@@ -84,8 +124,10 @@ class Machine:
                 passed.append(self._state_fd)
                 argv += ["-incoming", "defer"]
             (self.workdir / f"{self.spec.name}.argv").write_text("\n".join(argv) + "\n")
+            log.debug("machine %r: launching %s", self.spec.name, shlex.join(argv))
             self.launched_at = time.monotonic()
             self.process = OwnedProcess(argv, self.workdir / f"{self.spec.name}.qemu.log", pass_fds=passed)
+            log.debug("machine %r: QEMU pid %d", self.spec.name, self.process.pid)
             for sock in theirs:
                 sock.close()  # QEMU holds them now; ours must not keep the peer alive
             self.state = MachineState.RUNNING
@@ -126,14 +168,21 @@ class Machine:
                 self.process.wait(5.0)
                 self._check_alive()
                 raise
+        return self._ready()
+
+    def _ready(self) -> float:
         self.ready_at = time.monotonic()
         assert self.launched_at is not None
+        log.debug("machine %r: agent ready after %.2f s", self.spec.name, self.ready_at - self.launched_at)
+        for hook in self.on_ready:
+            hook(self)
         return self.ready_at - self.launched_at
 
     def _restore(self, timeout: float) -> float:
         """Load the ready snapshot's state, resume, and ping the agent."""
         assert self.qmp is not None and self.process is not None and self._state_fd is not None
         deadline = time.monotonic() + timeout
+        log.debug("machine %r: restoring the ready snapshot %s", self.spec.name, self.incoming)
         try:
             migration_caps(self._qmp, self.ignore_shared)
             self._qmp("migrate-incoming", {"uri": f"fd:{self._state_fd}"})
@@ -155,9 +204,7 @@ class Machine:
             os.close(self._state_fd)
             self._state_fd = None
         self.agent.ping(timeout=max(1.0, deadline - time.monotonic()))
-        self.ready_at = time.monotonic()
-        assert self.launched_at is not None
-        return self.ready_at - self.launched_at
+        return self._ready()
 
     def save_state(self, dest: Path, timeout: float = 120.0) -> float:
         """Freeze the machine and write its device+RAM state (NVDIMMs excluded) to `dest`, which must
@@ -177,11 +224,16 @@ class Machine:
             wait_migration(lambda: self._qmp("query-migrate"), f"saving the state of {self.spec.name!r} to {dest}",
                            timeout)
             os.fsync(fd)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
+            full = isinstance(exc, Exception) and space.nearly_full(dest)  # measured before the unlink frees it
             dest.unlink(missing_ok=True)
+            if full:
+                raise DiskFull(f"saving the state of {self.spec.name!r} to {dest} failed: its filesystem is full "
+                               f"({exc})", str(dest)) from exc
             raise
         os.close(fd)
+        log.debug("machine %r: state saved to %s in %.2f s", self.spec.name, dest, time.monotonic() - started)
         return time.monotonic() - started
 
     def _qmp(self, command: str, args: dict[str, object] | None = None) -> Any:
@@ -193,8 +245,21 @@ class Machine:
         if not self.process.alive():
             code = self.process.proc.returncode
             self.state = MachineState.DEAD
-            raise LaunchError(f"QEMU for machine {self.spec.name!r} exited before the guest was ready "
-                              f"(console: {self.spec.console_log})", self.process.argv, code, self.process.output())
+            error = LaunchError(f"QEMU for machine {self.spec.name!r} exited before the guest was ready "
+                                f"(console: {self.spec.console_log})", self.process.argv, code, self.process.output())
+            full = self._full_backing_file(code)
+            if full is not None:
+                raise DiskFull(f"QEMU for machine {self.spec.name!r} was {describe_exit(code)} before the guest was "
+                               f"ready: the filesystem under its backing file {full} is full", str(full)) from error
+            raise error
+
+    def _full_backing_file(self, returncode: int) -> Path | None:
+        """After a SIGBUS: the file QEMU maps shared whose filesystem is full (a store it could not back)."""
+        if returncode != -signal.SIGBUS:
+            return None
+        mapped = [nv.backing_file for nv in self.spec.nvdimms]
+        mapped += [self.spec.ram_file.path] if self.spec.ram_file and self.spec.ram_file.shared else []
+        return next((path for path in mapped if space.nearly_full(path)), None)
 
     def freeze(self, timeout: float = 10.0) -> float:
         """QMP stop: all vCPUs frozen when this returns. Returns host monotonic time."""
@@ -214,32 +279,45 @@ class Machine:
         """Ask the guest to power off and wait for QEMU to exit; kill it if it does not."""
         self._require(MachineState.RUNNING)
         assert self.process is not None
+        for hook in self.before_poweroff:
+            hook(self)
+        log.debug("machine %r: asking the guest to power off", self.spec.name)
+        self._ending = True
         clean = False
         try:
             self.agent.poweroff()
             clean = self.process.wait(timeout) is not None
         except (AgentClosed, OSError):
             clean = self.process.wait(timeout) is not None
+        if not clean:
+            log.info("machine %r: the guest did not power off within %.0f s: QEMU is killed", self.spec.name, timeout)
         self.close()
         return clean
 
     def destroy(self) -> None:
         """The power cut's last step: kill QEMU now, no goodbye to the guest."""
+        self._ending = True
         if self.process is not None and self.process.alive():
+            log.debug("machine %r: destroyed (SIGTERM, then SIGKILL to its process group)", self.spec.name)
             self.process.kill(grace=0.0)
         self.close()
 
     def close(self) -> None:
         """Kill QEMU if alive, close channels, release media locks; idempotent."""
+        first = self.state is not MachineState.DEAD
         if self.process is not None and self.process.alive():
-            if self.qmp is not None and self.state is not MachineState.DEAD:
+            if self.qmp is not None and first:
+                self._ending = True
                 try:
                     self.qmp.execute("quit", timeout=2.0)
-                except Exception:
-                    pass  # fall through to the kill
-                self.process.wait(2.0)
+                except Exception as exc:
+                    log.debug("machine %r: QMP quit failed (%s): killing QEMU", self.spec.name, exc)
+                if self.process.wait(2.0) is None:
+                    log.info("machine %r: QEMU did not quit within 2 s: killing it", self.spec.name)
         if self.process is not None:
-            self.process.kill()
+            code = self.process.kill()
+            if first:
+                log.debug("machine %r: QEMU %s", self.spec.name, describe_exit(code))
         if self.qmp is not None:
             self.qmp.close()
         if self._events is not None:
@@ -261,8 +339,36 @@ class Machine:
             self.launch()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        died = None
+        if isinstance(exc, LabError) and not isinstance(exc, QemuDied):
+            # A closed channel or a failed QMP call may be QEMU exiting: give it a moment to be reaped.
+            died = self.death(DEATH_WAIT_S if isinstance(exc, (AgentClosed, MachineError)) else 0.0)
+        if isinstance(exc, AgentTimeout) and died is None:
+            log.info("machine %r: deadline passed: %s", self.spec.name, exc)
         self.close()
+        if died is not None:
+            raise died from exc
+
+    def death(self, wait: float = 0.0) -> QemuDied | None:
+        """QemuDied if QEMU ended while the lab was not ending it (within `wait` seconds), else None."""
+        if self.process is None or self._ending or self.state in (MachineState.NEW, MachineState.DEAD):
+            return None
+        code = self.process.wait(wait) if wait > 0 else self.process.proc.poll()
+        if code is None:
+            return None
+        how = describe_exit(code)
+        if code == 0:  # -no-reboot: a guest reboot (panic=-1 after a panic) or poweroff ends QEMU
+            how += " (the guest rebooted or powered off on its own; a panic reboots it)"
+        number, full = None, self._full_backing_file(code)
+        if full is not None:
+            number = errno.ENOSPC
+            how += f": the filesystem under its backing file {full} is full"
+        said = output_tail(self.process.output())
+        message = f"QEMU for machine {self.spec.name!r} died: {how}" + (f"; QEMU said: {said}" if said else "")
+        log.info("%s (command: %s)", message, self.workdir / f"{self.spec.name}.argv")
+        self.state = MachineState.DEAD  # nothing to quit: close() only reaps and releases
+        return QemuDied(message, code, number, str(full) if full else None)
 
     # -- guest access --------------------------------------------------
     @property

@@ -9,6 +9,7 @@ thread that outlives them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from lab.errors import LaunchError
+
+log = logging.getLogger(__name__)
 
 
 def pdeathsig_prefix() -> list[str]:
@@ -65,6 +68,8 @@ class OwnedProcess:
         if self.proc.poll() is None:
             self._signal_group(signal.SIGTERM)
             if self.wait(grace) is None:
+                if grace > 0:
+                    log.debug("%s (pid %d) outlived SIGTERM by %.1f s: SIGKILL", self.argv[0], self.pid, grace)
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait(10)
         else:

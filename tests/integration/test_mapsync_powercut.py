@@ -43,7 +43,7 @@ def test_map_sync_keeps_every_acknowledged_record(fs: Filesystem, image: Image, 
     assert metrics["recovery"]["fsck_clean"] is True
     assert metrics["mmap"] == {"event": "mmap", "ok": True, "map_sync": True}
     assert [f.oracle for f in result.findings] == ["mmap-contract", "recovery-mount", "persistence", "fsck",
-                                                   "kernel-log"]
+                                                   "kernel-log", "kernel-taint"]
     assert (run_dir / "result.json").is_file() and (run_dir / "recovery.console.log").is_file()
     assert (run_dir / "workload.stdout").is_file() and (run_dir / "events.log").is_file()
     assert (run_dir / "fsck.txt").read_text().startswith("$ ")

@@ -26,7 +26,8 @@ def test_race_cut_mid_run_recovers_clean(image: Image, accel: AccelVerdict, run_
     assert result.verdict is Verdict.PASS, result.to_dict()
     oracles = {f.oracle: f.verdict for f in result.findings}
     assert oracles == {"truncate-race": Verdict.PASS, "recovery-mount": Verdict.PASS,
-                       "recovered-file": Verdict.PASS, "fsck": Verdict.PASS, "kernel-log": Verdict.PASS}
+                       "recovered-file": Verdict.PASS, "fsck": Verdict.PASS, "kernel-log": Verdict.PASS,
+                       "kernel-taint": Verdict.PASS}
     counts = result.metrics["race"]["counts"]
     assert counts["event"] == "progress", "the cut came 1 s into a 3 s race: the helper was still running"
     assert counts["truncates"] > 0 and counts["stores"] > 0 and counts["stale"] == 0

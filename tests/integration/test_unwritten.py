@@ -31,7 +31,7 @@ def test_no_stale_block_and_acknowledged_records_survive(image: Image, accel: Ac
     oracles = {f.oracle: f.verdict for f in result.findings}
     assert oracles == {"unwritten-read": Verdict.PASS, "stale-fill": Verdict.PASS, "recovery-mount": Verdict.PASS,
                        "stale-data": Verdict.PASS, "persistence": Verdict.PASS, "fsck": Verdict.PASS,
-                       "kernel-log": Verdict.PASS}
+                       "kernel-log": Verdict.PASS, "kernel-taint": Verdict.PASS}
     reuse = result.metrics["workload"]["reuse"]
     assert reuse["reused_blocks"] > 0, "the file's blocks must come from the stale fill, or the check is blind"
     durable = result.metrics["cut"]["durable"]
