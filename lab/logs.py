@@ -41,8 +41,8 @@ def _lab_logger() -> logging.Logger:
 def configure_stderr(verbosity: int) -> None:
     """One stderr handler on the lab logger at the level -v/-vv ask for (replaced, never stacked)."""
     logger = _lab_logger()
-    for handler in [h for h in logger.handlers if h.get_name() == STDERR_HANDLER]:
-        logger.removeHandler(handler)
+    for old in [h for h in logger.handlers if h.get_name() == STDERR_HANDLER]:
+        logger.removeHandler(old)
     handler: logging.Handler
     if sys.stderr.isatty():
         from rich.console import Console
