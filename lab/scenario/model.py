@@ -129,7 +129,8 @@ class Scenario:
 def cell_params(scenario: Scenario, cell: dict[str, Any]) -> BaseModel:
     values = scenario.spec.workload.model_dump()
     values.update((key, value) for key, value in cell.items() if key in values)
-    return scenario.kind.params.model_validate(values)
+    # Paths in a kind's params (a reproducer's script) are relative to the scenario file.
+    return scenario.kind.params.model_validate(values, context={"base_dir": scenario.path.parent})
 
 
 def cell_key(cell: dict[str, Any]) -> str:
