@@ -4,14 +4,22 @@ report; `pmemlab run script REPRO` runs a report's own reproducer under power cu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lab.cli_common import (EXIT_FAILED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode, cold_boot_option,
-                            image_and_accel, image_option, json_option, lab_errors)
+                            db_option, image_and_accel, image_option, json_option, lab_errors, open_store)
 from lab.guest.pmem import Filesystem
 from lab.runner.guest_run import WorkloadResult
 from lab.ui import UI
+
+if TYPE_CHECKING:
+    from lab.cases import Case
+    from lab.image.cache import Image
+    from lab.runner.machines import BootMode
+    from lab.store.db import ResultsStore
+    from lab.vm.accel import AccelVerdict
 from lab.verdict import Verdict
 
 
@@ -162,3 +170,129 @@ def _render_script(ui: UI, result: WorkloadResult) -> None:
     if result.error:
         ui.info(f"error: {result.error}", literal=True)
     ui.info(f"run directory: {result.run_dir}", literal=True)
+
+
+def _stored_case(db: str | None, case_id: str) -> tuple[ResultsStore, Case, str, Verdict | None]:
+    """The stored case, the image it ran on, and its recorded verdict."""
+    from lab.cases import Case
+
+    store = open_store(db)
+    stored = store.get_case(case_id)
+    case = Case.from_dict(dict(stored.case))
+    recorded = Verdict(stored.verdict) if stored.verdict else None
+    return store, case, store.get_campaign(stored.campaign_id).image_id, recorded
+
+
+def _run_once(case: Case, image: Image, accel: AccelVerdict, boot: BootMode, label: str) -> WorkloadResult:
+    from lab.runner.guest_run import RunHooks
+    from lab.runs import new_run_dir
+    from lab.workloads.catalog import get_kind
+
+    return get_kind(case.workload).run(case.check, image, accel, new_run_dir(label),
+                                       RunHooks(boot=boot, oracles=dict(case.oracles)))
+
+
+@click.command("minimize")
+@click.argument("case_id")
+@click.option("--times", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Runs per step; a step is kept only when every run fails the same way.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write the smallest case here as a scenario (default: minimized-CASE_ID.toml).")
+@db_option
+@cold_boot_option
+@accel_option
+@json_option
+@lab_errors
+def minimize_cmd(case_id: str, times: int, output: Path | None, db: str | None, cold_boot: bool, accel: str,
+                 as_json: bool) -> None:
+    """Shrink a case whose verdict is not its expectation, while that verdict recurs: the crash point,
+    the record count and size, parameters that do not matter. Ctrl-C keeps the smallest so far."""
+    from lab.cases import export_case_scenario
+    from lab.minimize import minimize
+
+    ui = UI(as_json)
+    _store, case, image_id, recorded = _stored_case(db, case_id)
+    if recorded is None or recorded is case.expect or recorded is Verdict.INFRA_ERROR:
+        ui.abort(f"case {case.id}: recorded verdict {recorded.value if recorded else 'none'}, expected "
+                 f"{case.expect.value}: only a case that failed its expectation can be minimized", EXIT_LAB_ERROR)
+    image, verdict = image_and_accel(image_id, accel)
+    boot = boot_mode(cold_boot)
+    ui.info(f"minimize case {case.id} ({case.workload}: {case.cell_key}): {recorded.value} (expected "
+            f"{case.expect.value}) on image {image.id}, {times} run(s) per step", literal=True)
+    result = minimize(case, recorded, times,
+                      lambda c: _run_once(c, image, verdict, boot, f"minimize-{case.id}").verdict,
+                      progress=lambda line: ui.info(line, literal=True))
+    target = output or Path(f"minimized-{case.id}.toml")
+    target.write_text(export_case_scenario(result.smallest))
+    data = {**result.to_dict(), "output": str(target), "image_id": image.id}
+    if as_json:
+        ui.emit_json(data)
+    else:
+        kept = sum(1 for s in result.steps if s.kept)
+        ui.info(f"{len(result.steps)} steps ({kept} kept), {data['runs']} runs, {result.seconds:.1f} s"
+                f"{' (interrupted)' if result.interrupted else ''}; smallest case written to {target}", literal=True)
+
+
+@click.command("bisect")
+@click.argument("case_id")
+@click.option("--good", required=True, help="An image (ref or id) the case passes on.")
+@click.option("--bad", required=True, help="An image (ref or id) the case fails on, later in --images.")
+@click.option("--images", "images_text", required=True, help="Comma-separated image refs/ids, oldest first.")
+@click.option("--times", type=click.IntRange(1, 20), default=1, show_default=True, help="Runs per image.")
+@db_option
+@cold_boot_option
+@accel_option
+@json_option
+@lab_errors
+def bisect_cmd(case_id: str, good: str, bad: str, images_text: str, times: int, db: str | None, cold_boot: bool,
+               accel: str, as_json: bool) -> None:
+    """The first image in --images on which a stored case goes bad (exit 0 when found). Each step's
+    runs are stored: one campaign per image probed, running the case's export."""
+    from lab.bisect import bisect
+    from lab.campaign import new_campaign_id
+    from lab.cases import expand, export_case_scenario
+    from lab.errors import ImageError
+    from lab.image import cache as image_cache
+    from lab.paths import cache_dir
+    from lab.scenario import parse_scenario
+
+    ui = UI(as_json)
+    store, case, _image_id, _recorded = _stored_case(db, case_id)
+    images = [name.strip() for name in images_text.split(",") if name.strip()]
+    text = export_case_scenario(case)
+    scenario = parse_scenario(text.encode(), Path(f"bisect-{case.id}.toml"))
+    (exported,) = expand(scenario)
+    boot = boot_mode(cold_boot)
+
+    def probe(name: str) -> list[Verdict]:
+        try:
+            image, verdict = image_and_accel(name, accel)
+        except ImageError as exc:
+            ui.warn(f"{name}: {exc}")
+            return []
+        campaign_id = new_campaign_id()
+        store.create_campaign(campaign_id=campaign_id, scenario_name=f"bisect-{case.id}",
+                              scenario_path=f"(bisect of case {case.id}: {name})", scenario_text=text,
+                              scenario_hash=scenario.content_hash, image_id=image.id,
+                              kernel_version=image.kernel_version, accelerator=verdict.accel.value, jobs=1,
+                              cases=[exported.to_dict()])
+        verdicts = []
+        for _ in range(times):
+            attempt = store.start_attempt(campaign_id, exported.id, "")
+            result = _run_once(exported, image, verdict, boot, f"bisect-{case.id}")
+            store.finish_attempt(attempt, result.to_dict(), final=True)
+            verdicts.append(result.verdict)
+        store.set_campaign_status(campaign_id, "finished")
+        return verdicts
+
+    ui.info(f"bisect case {case.id} ({case.workload}: {case.cell_key}, expects {case.expect.value}) over "
+            f"{len(images)} images, {times} run(s) each", literal=True)
+    result = bisect(images, good, bad, case.expect, probe, progress=lambda line: ui.info(line, literal=True))
+    if as_json:
+        ui.emit_json(result.to_dict())
+    elif result.first_bad is not None:
+        ui.info(f"first bad image: {result.first_bad} ({len(result.steps)} steps, {result.seconds:.1f} s)",
+                literal=True)
+    else:
+        ui.info(f"no single first bad image: among {', '.join(result.candidates) or '(interrupted)'}", literal=True)
+    raise SystemExit(EXIT_OK if result.first_bad is not None else EXIT_FAILED)
