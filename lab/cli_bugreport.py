@@ -209,6 +209,8 @@ def minimize_cmd(case_id: str, times: int, output: Path | None, db: str | None, 
     the record count and size, parameters that do not matter. Ctrl-C keeps the smallest so far."""
     from lab.cases import export_case_scenario
     from lab.minimize import minimize
+    from lab.scenario.pin import ImagePin
+    from lab.vm.accel import lab_qemu_version
 
     ui = UI(as_json)
     _store, case, image_id, recorded = _stored_case(db, case_id)
@@ -223,7 +225,8 @@ def minimize_cmd(case_id: str, times: int, output: Path | None, db: str | None, 
                       lambda c: _run_once(c, image, verdict, boot, f"minimize-{case.id}").verdict,
                       progress=lambda line: ui.info(line, literal=True))
     target = output or Path(f"minimized-{case.id}.toml")
-    target.write_text(export_case_scenario(result.smallest))
+    target.write_text(export_case_scenario(result.smallest,
+                                           ImagePin(image.id, image.kernel_version, lab_qemu_version())))
     data = {**result.to_dict(), "output": str(target), "image_id": image.id}
     if as_json:
         ui.emit_json(data)
