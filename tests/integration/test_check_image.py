@@ -70,8 +70,9 @@ def test_a_flipped_record_in_a_kept_capture_is_exactly_the_corrupt_one(image: Im
         assert result.verdict is Verdict.VIOLATION, result.to_dict()
         assert [c["index"] for c in result.metrics["persistence"]["corrupt"]] == [7]
         assert result.metrics["persistence"]["lost"] == []
-        assert verdicts(result) == {"recovery-mount": Verdict.PASS, "persistence": Verdict.VIOLATION,
-                                    "fsck": Verdict.PASS, "kernel-log": Verdict.PASS}
+        others = verdicts(result)
+        assert others.pop("persistence") is Verdict.VIOLATION
+        assert {"recovery-mount", "fsck", "kernel-log"} <= set(others) and set(others.values()) == {Verdict.PASS}
     assert hashlib.sha256(flipped.read_bytes()).hexdigest() == before, "check wrote the given file"
 
 

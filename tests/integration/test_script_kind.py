@@ -44,6 +44,6 @@ def test_the_shipped_c_example_loses_its_records(image: Image, accel: AccelVerdi
     result = run(case.check, image, accel, tmp_path / "run", RunHooks())
     assert result.verdict is case.expect is Verdict.VIOLATION, result.to_dict()
     verdicts = {f.oracle: f.verdict for f in result.findings}
-    assert verdicts == {"recovery-mount": Verdict.PASS, "check-script": Verdict.VIOLATION, "fsck": Verdict.PASS,
-                        "kernel-log": Verdict.PASS}
+    assert verdicts.pop("check-script") is Verdict.VIOLATION
+    assert {"recovery-mount", "fsck", "kernel-log"} <= set(verdicts) and set(verdicts.values()) == {Verdict.PASS}
     assert "mapped" in result.metrics["marks"]
