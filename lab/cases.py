@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.scenario import Scenario, cell_key, load_scenario, parse_scenario
+from lab.scenario.pin import ImagePin
 from lab.verdict import Verdict
 from lab.vm.spec import MIB
 from lab.runner.guest_run import Check
@@ -143,8 +144,9 @@ def _pinned(seed: int, crash_index: int) -> int:
     return seed
 
 
-def export_case_scenario(case: Case) -> str:
-    """A standalone scenario file that expands to exactly this case's check, expectation and image."""
+def export_case_scenario(case: Case, pin: ImagePin | None = None) -> str:
+    """A standalone scenario file that expands to exactly this case's check, expectation and image.
+    `pin`: the exact image (and QEMU) the case ran on; running the export checks it (lab/scenario/pin.py)."""
     shape, crash = case.check.shape, case.crash
     if shape.nvdimm_size % MIB:
         raise ConfigError(f"case {case.id}: NVDIMM size {shape.nvdimm_size} is not a whole number of MiB")
@@ -168,6 +170,7 @@ def export_case_scenario(case: Case) -> str:
         "repeat = 1",
         f"case_seed = {case.seed}",
         f"image = {_toml(case.image)}",
+        *_pin_lines(pin),
         "",
         "[machine]",
         f"cpus = {shape.cpus}",
@@ -189,8 +192,20 @@ def export_case_scenario(case: Case) -> str:
         "",
     ]
     text = "\n".join(lines)
-    _check_export(case, text)
+    _check_export(case, text, pin)
     return text
+
+
+def _pin_lines(pin: ImagePin | None) -> list[str]:
+    if pin is None:
+        return []
+    lines = [f"image_id = {_toml(pin.image_id)}  # the exact image it ran on: another one is refused "
+             "(--any-image: a warning)"]
+    if pin.kernel_version:
+        lines.append(f"kernel_version = {_toml(pin.kernel_version)}")
+    if pin.qemu_version:
+        lines.append(f"qemu_version = {_toml(pin.qemu_version)}")
+    return lines
 
 
 def _crash_lines(crash: CrashPoint) -> list[str]:
@@ -200,10 +215,11 @@ def _crash_lines(crash: CrashPoint) -> list[str]:
     return ['strategy = "time_offsets"', f"seconds = [{_toml(float(crash.after_seconds or 0.0))}]"]
 
 
-def _check_export(case: Case, text: str) -> None:
+def _check_export(case: Case, text: str, pin: ImagePin | None) -> None:
     """The export must reproduce the case; anything else would be a silent change of experiment."""
-    cases = expand(parse_scenario(text.encode(), Path(f"<export of case {case.id}>")))
-    if len(cases) != 1 or _what_runs(cases[0]) != _what_runs(case):
+    scenario = parse_scenario(text.encode(), Path(f"<export of case {case.id}>"))
+    cases = expand(scenario)
+    if len(cases) != 1 or _what_runs(cases[0]) != _what_runs(case) or scenario.pin != pin:
         raise ConfigError(f"case {case.id} cannot be exported as a scenario that reproduces it exactly")
 
 

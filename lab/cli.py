@@ -12,6 +12,7 @@ import click
 from lab import doctor as doctor_mod
 from lab import logs
 from lab.cli_campaign import campaign, repro, results
+from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
 from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
                             image_option, json_option, lab_errors)
 from lab.crash.point import CrashPoint
@@ -382,6 +383,10 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cold_boot: bool, accel: 
 cli.add_command(campaign)
 cli.add_command(results)
 cli.add_command(repro)
+cli.add_command(check)
+cli.add_command(minimize_cmd)
+cli.add_command(bisect_cmd)
+run_group.add_command(run_script)
 
 
 def main() -> None:

@@ -20,11 +20,16 @@ from lab.ui import UI
 if TYPE_CHECKING:
     from lab.campaign import Progress
     from lab.cases import Case
+    from lab.image.cache import Image
     from lab.scenario import Scenario
+    from lab.scenario.pin import ImagePin
     from lab.store.db import ResultsStore
     from lab.store.records import CampaignListing, CampaignRecord, CaseRecord
 
 junit_option = click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML here.")
+any_image_option = click.option("--any-image", is_flag=True,
+                                help="Run an exported scenario even if its image ref now resolves to another image "
+                                     "than the one it pins (a warning instead of a refusal).")
 html_option = click.option("--html", type=click.Path(path_type=Path), default=None,
                            help="Write a self-contained HTML report here.")
 
@@ -108,6 +113,30 @@ def _report(ui: UI, store: ResultsStore, campaign_id: str, as_json: bool, junit:
     return summary.exit_status
 
 
+def _check_pin(ui: UI, pin: ImagePin | None, ref: str, image: Image, any_image: bool, where: str) -> None:
+    """Refuse (or, with --any-image, warn) when an exported scenario's pinned image is not `image`."""
+    from lab.scenario.pin import verify_pin
+    from lab.vm.accel import lab_qemu_version
+
+    check = verify_pin(pin, ref, image.id, image.kernel_version, lab_qemu_version(), any_image, where)
+    for warning in check.warnings:
+        ui.warn(warning)
+
+
+def _stored_pin(store: ResultsStore, campaign_id: str) -> ImagePin | None:
+    """The pin of the scenario a campaign ran (an export run as a campaign), if it has one."""
+    from lab.errors import ConfigError
+    from lab.scenario import parse_scenario
+
+    campaign = store.get_campaign(campaign_id)
+    if not campaign.scenario_text:
+        return None
+    try:
+        return parse_scenario(campaign.scenario_text.encode(), Path(campaign.scenario_path)).pin
+    except ConfigError:  # a scenario this lab no longer reads pins nothing it could check
+        return None
+
+
 # -- campaign ------------------------------------------------------------
 @click.group()
 def campaign() -> None:
@@ -123,9 +152,10 @@ def campaign() -> None:
 @junit_option
 @html_option
 @cold_boot_option
+@any_image_option
 @lab_errors
 def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                 junit: Path | None, html: Path | None, cold_boot: bool) -> None:
+                 junit: Path | None, html: Path | None, cold_boot: bool, any_image: bool) -> None:
     """Expand SCENARIO into cases and run them all."""
     from lab.campaign import new_campaign_id
     from lab.cases import expand
@@ -137,6 +167,7 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
     scenario = load_scenario(scenario_path)  # every error before any machine boots
     cases = expand(scenario)
     image = image_cache.resolve(cache_dir(), scenario.image)
+    _check_pin(ui, scenario.pin, scenario.image, image, any_image, f"scenario {scenario_path}")
     store = open_store(db)
     campaign_id = new_campaign_id()
     store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
@@ -215,8 +246,15 @@ def campaign_list(db: str | None, as_json: bool) -> None:
 def campaign_export(case_id: str, db: str | None, output: Path | None) -> None:
     """Export a stored case as a standalone scenario file (attach it to a bug report)."""
     from lab.cases import Case, export_case_scenario
+    from lab.scenario.pin import ImagePin
 
-    text = export_case_scenario(Case.from_dict(dict(open_store(db).get_case(case_id).case)))
+    store = open_store(db)
+    stored = store.get_case(case_id)
+    campaign = store.get_campaign(stored.campaign_id)
+    ran = [a.result.get("qemu_version") for a in stored.attempts if a.result]
+    qemu = next((str(v) for v in reversed(ran) if v and v != "unknown"), None)  # older records: not recorded
+    pin = ImagePin(campaign.image_id, campaign.kernel_version, qemu)
+    text = export_case_scenario(Case.from_dict(dict(stored.case)), pin)
     if output:
         output.write_text(text)
         UI().info(f"wrote {output}: run it with 'pmemlab campaign run {output}'")
@@ -284,8 +322,10 @@ def results_show(ident: str, db: str | None, as_json: bool) -> None:
 @accel_option
 @json_option
 @cold_boot_option
+@any_image_option
 @lab_errors
-def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, cold_boot: bool) -> None:
+def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, cold_boot: bool,
+          any_image: bool) -> None:
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
     from lab.runs import new_run_dir
@@ -302,6 +342,8 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, c
         ui.abort(f"case {case.id} has no final verdict to reproduce (campaign {stored.campaign_id} "
                  "did not finish it)", EXIT_LAB_ERROR)
     image, verdict = image_and_accel(image_id, accel)
+    _check_pin(ui, _stored_pin(store, stored.campaign_id), image_id, image, any_image,
+               f"the scenario of campaign {stored.campaign_id}")
     crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
     ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
             f"{recorded}, image {image.id}, {times} run(s)", literal=True)

@@ -225,7 +225,7 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
             run.bring_up(machine)
             mnt = run.setup(machine, plan.fs, plan.dax)
             argv = plan.argv(mnt)
-            run.hooks.progress(f"workload: {' '.join(argv)}; cut {', '.join(t.describe() for t in plan.triggers)}")
+            run.hooks.progress(f"workload: {_shown(argv)}; cut {', '.join(t.describe() for t in plan.triggers)}")
             handle = machine.agent.start(argv, timeout=plan.workload_timeout)
             paused = PausedTime()
             finished: CommandResult | None = None
@@ -363,6 +363,11 @@ def save_output(run_dir: Path, stdout: bytes, stderr: bytes) -> None:
     (run_dir / "workload.stdout").write_bytes(stdout)
     if stderr:
         (run_dir / "workload.stderr").write_bytes(stderr)
+
+
+def _shown(argv: Sequence[str], limit: int = 80) -> str:
+    """A command line for a progress line: long arguments (a pushed reproducer's bytes) cut short."""
+    return " ".join(a if len(a) <= limit else f"{a[:limit]}...({len(a)} chars)" for a in argv)
 
 
 def _size(path: Path) -> int:

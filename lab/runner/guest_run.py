@@ -33,7 +33,7 @@ from lab.runner.machines import BUILD_NEEDS_MIB, BootMode, MachineMaker
 from lab.runner.phases import PhaseTimer
 from lab.runs import write_json
 from lab.verdict import Verdict, combine
-from lab.vm.accel import AccelVerdict
+from lab.vm.accel import AccelVerdict, lab_qemu_version
 from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
 from lab.vm.spec import MIB, ShareSpec
@@ -87,13 +87,15 @@ class WorkloadResult:
     error: str | None = None
     errno: int | None = None  # the OS error behind a lab failure (ENOSPC: the disk is full)
     status: str = "complete"
+    qemu_version: str = ""  # what the machines ran under (an export pins it: lab/scenario/pin.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "verdict": self.verdict.value, "status": self.status, "error": self.error,
                 "findings": [f.to_dict() for f in self.findings], "metrics": self.metrics,
                 "kernel_problems": self.kernel_problems, "timings": self.timings, "check": self.check,
                 "run_dir": str(self.run_dir), "image_id": self.image_id, "kernel_version": self.kernel_version,
-                "accelerator": self.accelerator, "boot": self.boot, "errno": self.errno}
+                "accelerator": self.accelerator, "boot": self.boot, "errno": self.errno,
+                "qemu_version": self.qemu_version}
 
 
 class GuestRun:
@@ -112,7 +114,8 @@ class GuestRun:
         self.shared_s = 0.0  # seconds of a shared workload run this case stands on (counted in its total)
         self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot)
         self.result = WorkloadResult(kind, check.to_dict(), run_dir, image.id, image.kernel_version,
-                                     accel.accel.value, boot=hooks.boot.value)
+                                     accel.accel.value, boot=hooks.boot.value,
+                                     qemu_version=lab_qemu_version())
 
     def phase(self, name: str) -> Any:
         return self.timer.phase(name)

@@ -34,6 +34,10 @@ def semantic_problems(scenario: Scenario) -> list[Problem]:
                          f"mkfs.xfs needs >= 300 MB, so use at least {XFS_MIN_NVDIMM_MIB}"))
     problems += _oracle_problems(scenario)
     problems += _cell_problems(scenario)
+    section = spec.scenario
+    for key in ("kernel_version", "qemu_version"):
+        if getattr(section, key) is not None and section.image_id is None:
+            problems.append((("scenario", key), f"'{key}' describes a pinned image: give 'image_id' too"))
     return problems
 
 

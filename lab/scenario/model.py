@@ -14,6 +14,7 @@ from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.scenario.crash import CrashModel
 from lab.scenario.messages import params_problems
+from lab.scenario.pin import ImagePin
 from lab.scenario.sections import ScenarioFile
 from lab.scenario.values import scalar
 from lab.verdict import Verdict
@@ -60,6 +61,14 @@ class Scenario:
     @property
     def image(self) -> str:
         return self.spec.scenario.image
+
+    @property
+    def pin(self) -> ImagePin | None:
+        """The exact image an exported scenario ran on; None when the file pins none."""
+        section = self.spec.scenario
+        if section.image_id is None:
+            return None
+        return ImagePin(section.image_id, section.kernel_version, section.qemu_version)
 
     @property
     def crash(self) -> CrashModel | None:
@@ -120,7 +129,8 @@ class Scenario:
 def cell_params(scenario: Scenario, cell: dict[str, Any]) -> BaseModel:
     values = scenario.spec.workload.model_dump()
     values.update((key, value) for key, value in cell.items() if key in values)
-    return scenario.kind.params.model_validate(values)
+    # Paths in a kind's params (a reproducer's script) are relative to the scenario file.
+    return scenario.kind.params.model_validate(values, context={"base_dir": scenario.path.parent})
 
 
 def cell_key(cell: dict[str, Any]) -> str:

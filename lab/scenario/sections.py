@@ -28,6 +28,10 @@ class ScenarioSection(Strict):
     # Every case gets exactly this seed instead of one derived from `seed` (an exported case keeps its own).
     case_seed: int | None = Field(default=None, ge=0)
     image: ImageRef = DEFAULT_REF
+    # What an export pins (lab/scenario/pin.py): the image id the case ran on, its kernel, its QEMU.
+    image_id: ImageRef | None = None
+    kernel_version: OneLine | None = None
+    qemu_version: OneLine | None = None
 
 
 class MachineSection(Strict):

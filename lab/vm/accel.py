@@ -9,6 +9,7 @@ remembered per host + QEMU so the test boot runs once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -61,6 +62,15 @@ def qemu_version(binary: str) -> str:
         raise MachineError(f"{binary} not found: install qemu-system-x86 (see README quick start)") from None
     first = out.splitlines()[0] if out else ""
     return first.replace("QEMU emulator version ", "").strip() or "unknown"
+
+
+@functools.cache
+def lab_qemu_version(binary: str = "qemu-system-x86_64") -> str:
+    """The QEMU version machines run under (asked once per process): recorded with every result."""
+    try:
+        return qemu_version(binary)
+    except (MachineError, OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def decide_from_facts(facts: HostFacts, requested: str) -> AccelVerdict | None:

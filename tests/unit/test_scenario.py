@@ -324,7 +324,7 @@ def test_all_problems_at_once_in_file_order(tmp_path: Path) -> None:
     text = text.replace('verdict = "VIOLATION"', 'verdict = "FAIL"')
     assert errors(tmp_path, text) == [
         "s.toml:3: field 'scenario.colour': unknown key; allowed: name, description, workload, repeat, seed, case_seed, "
-        "image",
+        "image, image_id, kernel_version, qemu_version",
         "s.toml:16: field 'crash.ack': input should be greater than or equal to 0, got -1",
         f"s.toml:20: field 'expect.0.verdict': unknown verdict \"FAIL\"; {VERDICTS}",
     ]
