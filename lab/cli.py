@@ -109,11 +109,11 @@ def doctor(image_name: str, as_json: bool) -> None:
     if as_json:
         ui.emit_json(report.to_dict())
     else:
-        for check in report.checks:
-            mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
-            ui.info(f"{mark} {check.name}: {check.detail}")
-            if not check.ok and check.fix:
-                ui.info(f"      fix: {check.fix}")
+        for item in report.checks:
+            mark = "[green]ok[/green]  " if item.ok else "[red]FAIL[/red]"
+            ui.info(f"{mark} {item.name}: {item.detail}")
+            if not item.ok and item.fix:
+                ui.info(f"      fix: {item.fix}")
     if not report.ok:
         raise SystemExit(1)
 

@@ -255,8 +255,6 @@ def bisect_cmd(case_id: str, good: str, bad: str, images_text: str, times: int, 
     from lab.campaign import new_campaign_id
     from lab.cases import expand, export_case_scenario
     from lab.errors import ImageError
-    from lab.image import cache as image_cache
-    from lab.paths import cache_dir
     from lab.scenario import parse_scenario
 
     ui = UI(as_json)
