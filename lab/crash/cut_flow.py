@@ -548,11 +548,14 @@ def run_cut_check(kind: str, power: PowerCut, check: Any, image: Image, accel: A
 
 # -- reading the recovered files ----------------------------------------------------------
 
+_MISSING = 3  # read_file's exit status for "no such regular file" (cat's own failures exit 1)
+
+
 def read_file(machine: Machine, path: str, timeout: float = 120) -> CommandResult | None:
-    """`cat path` in the guest; None when the file does not exist."""
-    if not machine.run(["test", "-f", path], timeout=10, check=False).ok:
-        return None
-    return machine.run(["cat", path], timeout=timeout, check=False)
+    """`cat path` in the guest (one round trip); None when the file does not exist."""
+    result = machine.run(["sh", "-c", f'[ -f "$1" ] || exit {_MISSING}; exec cat "$1"', "sh", path],
+                         timeout=timeout, check=False)
+    return None if result.exit_code == _MISSING and not result.timed_out else result
 
 
 def file_size(machine: Machine, path: str) -> int | None:
