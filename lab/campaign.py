@@ -8,11 +8,11 @@ recovery is a task of its own, so K recoveries run in parallel on restored
 machines. A case run alone (every other kind, a retry, `repro`) is a
 workload run with one cut.
 
-The runners keep no global state: they take cases, an image, an accelerator
-verdict, a store and run directories, so a later executor can run them on
-other hosts. The local executor here is a thread pool; machines are started
-from the pool's long-lived worker threads (QEMU's parent-death signal
-follows the thread that started it).
+One scheduler and one writer: `run_cases` plans tasks, starts and finishes
+every attempt in the store on its own thread, retries INFRA-ERROR and stops
+on a full disk; an Executor only runs tasks. The execution itself is
+lab.attempt (pure: no store), shared by the local thread pool here and the
+Dask cluster executor (lab.cluster.client), whose workers return results.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
-import traceback
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from lab import attempt
 from lab.cases import Case
-from lab.crash.cut_flow import RecoveryJob, cut_workload
 from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.runner.machines import BootMode
 from lab.workloads.catalog import get_kind
@@ -144,9 +144,11 @@ class CampaignContext:
     stop_reason: str = ""  # why the campaign stopped early (disk full, ...), for the user
     machines: LiveMachines = field(default_factory=LiveMachines)
 
+    def env(self) -> attempt.AttemptEnv:
+        return attempt.AttemptEnv(self.image, self.accel, self.boot, self.machines.add)
+
     def hooks(self, case: Case, slot: str, progress: Progress) -> RunHooks:
-        return RunHooks(on_phase=lambda phase: progress.case_phase(slot, phase), on_machine=self.machines.add,
-                        boot=self.boot, oracles=dict(case.oracles))
+        return self.env().hooks(case, lambda phase: progress.case_phase(slot, phase))
 
     def run_dir(self, case: Case, attempt: int) -> Path:
         path = self.runs_base / self.campaign_id / f"{case.id}-a{attempt}"
@@ -159,116 +161,182 @@ def _disk_full(result: WorkloadResult) -> bool:
 
 
 def crashed_result(case: Case, ctx: CampaignContext, run_dir: Path, exc: BaseException) -> WorkloadResult:
-    """A bug in a kind or in the lab: INFRA-ERROR with the traceback kept, never a silent interruption."""
-    text = "".join(traceback.format_exception(exc)).strip()
-    log.error("case %s: %s: %s", case.id, type(exc).__name__, exc)
-    result = WorkloadResult(case.workload, case.check.to_dict(), run_dir, ctx.image.id, ctx.image.kernel_version,
-                            ctx.accel.accel.value, boot=ctx.boot.value, error=f"{type(exc).__name__}: {exc}",
-                            status="failed")
-    result.metrics["traceback"] = text
-    if isinstance(exc, OSError):
-        result.errno = exc.errno
-    return result
+    """A bug in a kind or in the lab: INFRA-ERROR with the traceback kept (see lab.attempt)."""
+    return attempt.crashed_result(case, ctx.env(), run_dir, exc)
 
 
-def _settle(ctx: CampaignContext, case: Case, slot: str, progress: Progress, attempt_id: int, attempt: int,
-            first_attempt: int, result: WorkloadResult, started: float) -> CaseOutcome | None:
+@dataclass
+class Task:
+    """One unit of work for an executor, with its store bookkeeping.
+
+    what: "alone" (one case), "group" (a shared workload run of several cases) or "recover" (one
+    case's recovery from a shared workload run that ran in this process)."""
+
+    what: str
+    cases: list[Case]
+    attempts: list[int]  # run-directory attempt numbers, one per case
+    first_attempts: list[int]  # where each case's retry count starts (resume keeps earlier attempts)
+    slot: str = ""
+    attempt_ids: list[int] = field(default_factory=list)  # store ids, set when the task starts
+    job: attempt.Recoverable | None = None  # "recover": the recovery to run
+    avoid: str = ""  # a host just lost running this case: retry elsewhere
+    started: float = 0.0
+
+    def run_names(self, campaign_id: str) -> list[str]:
+        """Run directories relative to a runs base: the executor's host has its own."""
+        return [f"{campaign_id}/{c.id}-a{n}" for c, n in zip(self.cases, self.attempts)]
+
+    def workload_name(self, campaign_id: str) -> str:
+        return f"{campaign_id}/w-{self.cases[0].id}-a{self.attempts[0]}"
+
+
+@dataclass
+class TaskDone:
+    """What an executor hands back: results per case (same order), or a shared run's recoveries."""
+
+    results: list[WorkloadResult] | None = None
+    recoveries: list[attempt.Recoverable] | None = None
+    host: str | None = None  # who ran it (None: this host, recorded when it started)
+    lost: str = ""  # the host that was lost running it, if any
+    interrupted: bool = False  # Ctrl-C or SIGTERM inside the task: no result
+
+
+def _settle(ctx: CampaignContext, case: Case, slot: str, progress: Progress, attempt_id: int, attempt_no: int,
+            first_attempt: int, result: WorkloadResult, started: float, host: str | None = None) -> CaseOutcome | None:
     """Store an attempt's result. None: an INFRA-ERROR to retry (the case goes back to pending)."""
     if _disk_full(result):
         # Retrying cannot help and every later case would fail the same way: stop cleanly, resume later.
         stop_campaign(ctx, f"the disk filled up during case {case.id}: {result.error or 'free space, then resume'}")
     if ctx.stop.is_set():
         # Killed by the interrupt or stopped for a full disk: left for `interrupt_running` to mark.
-        return CaseOutcome(case, result, attempt, interrupted=True)
+        return CaseOutcome(case, result, attempt_no, interrupted=True)
     retry = (result.verdict is Verdict.INFRA_ERROR and case.expect is not Verdict.INFRA_ERROR
-             and attempt - first_attempt < ctx.max_infra_retries)
-    ctx.store.finish_attempt(attempt_id, result.to_dict(), final=not retry)
+             and attempt_no - first_attempt < ctx.max_infra_retries)
+    if not ctx.store.finish_attempt(attempt_id, result.to_dict(), final=not retry, host=host):
+        return CaseOutcome(case, result, attempt_no, interrupted=True)  # delivered twice: counted once already
     if retry:
         return None
     progress.case_finished(slot, case, result.verdict, result.verdict is case.expect)
     wall = time.monotonic() - started
-    return CaseOutcome(case, result, attempt, wall_s=wall, overhead_s=CaseOutcome.lab_overhead(wall, result))
+    return CaseOutcome(case, result, attempt_no, wall_s=wall, overhead_s=CaseOutcome.lab_overhead(wall, result))
+
+
+def _start(ctx: CampaignContext, task: Task, progress: Progress, host: str | None) -> None:
+    """Record the task's attempts as running (a recovery's attempt was started with its workload run)."""
+    task.started = time.monotonic()
+    if task.what != "recover":
+        task.attempt_ids = [ctx.store.start_attempt(ctx.campaign_id, case.id, str(ctx.runs_base / name), host=host)
+                            for case, name in zip(task.cases, task.run_names(ctx.campaign_id))]
+    progress.case_started(task.slot, task.cases[0], task.attempts[0])
+
+
+def _finish(ctx: CampaignContext, task: Task, done: TaskDone, progress: Progress,
+            outcomes: list[CaseOutcome]) -> list[Task]:
+    """Settle a finished task's attempts; the follow-up tasks (recoveries, retries alone) to queue first."""
+    if done.recoveries is not None:
+        return [Task("recover", [case], [n], [first], attempt_ids=[aid], job=job)
+                for case, n, first, aid, job in zip(task.cases, task.attempts, task.first_attempts,
+                                                    task.attempt_ids, done.recoveries)]
+    if done.interrupted or done.results is None:
+        outcomes.extend(CaseOutcome(case, None, n, interrupted=True) for case, n in zip(task.cases, task.attempts))
+        return []
+    follow: list[Task] = []
+    for case, n, first, aid, result in zip(task.cases, task.attempts, task.first_attempts, task.attempt_ids,
+                                           done.results):
+        outcome = _settle(ctx, case, task.slot, progress, aid, n, first, result, task.started, done.host)
+        if outcome is None:
+            follow.append(Task("alone", [case], [n + 1], [first], avoid=done.lost))
+        else:
+            outcomes.append(outcome)
+    return follow
+
+
+class Executor(Protocol):
+    """Where tasks run: a local thread pool (LocalExecutor) or a Dask cluster (lab.cluster.client)."""
+
+    host: str | None  # recorded when an attempt starts; None: the attempt reports its host when it ends
+
+    def capacity(self) -> int: ...
+    def submit(self, task: Task, progress: Progress) -> Any: ...
+    def wait(self, futures: list[Any], timeout: float) -> set[Any]: ...
+    def collect(self, task: Task, future: Any) -> TaskDone: ...
+    def abort(self, futures: list[Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """This host's thread pool: machines start from its long-lived threads (QEMU's parent-death signal
+    follows the thread that started it); a shared run's recoveries come back as tasks of their own,
+    so K recoveries run in parallel."""
+
+    def __init__(self, ctx: CampaignContext, jobs: int) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.host: str | None = socket.gethostname()
+        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="case")
+
+    def capacity(self) -> int:
+        return self.jobs
+
+    def _run(self, task: Task, progress: Progress) -> TaskDone:
+        env, ctx = self.ctx.env(), self.ctx
+        dirs = [ctx.runs_base / name for name in task.run_names(ctx.campaign_id)]
+        phase: attempt.Phase = lambda p: progress.case_phase(task.slot, p)  # noqa: E731
+        try:
+            if task.what == "alone":
+                return TaskDone(results=[attempt.attempt_alone(env, task.cases[0], dirs[0], phase)])
+            if task.what == "group":
+                return TaskDone(recoveries=attempt.attempt_workload(
+                    env, task.cases, dirs, ctx.runs_base / task.workload_name(ctx.campaign_id), phase))
+            assert task.job is not None
+            return TaskDone(results=[attempt.attempt_recovery(env, task.cases[0], task.job, dirs[0], phase)])
+        except (KeyboardInterrupt, SystemExit):
+            ctx.stop.set()
+            return TaskDone(interrupted=True)
+
+    def submit(self, task: Task, progress: Progress) -> Future[Any]:
+        return self.pool.submit(self._run, task, progress)
+
+    def wait(self, futures: list[Any], timeout: float) -> set[Any]:
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    def collect(self, task: Task, future: Future[Any]) -> TaskDone:
+        done: TaskDone = future.result()
+        return done
+
+    def abort(self, futures: list[Future[Any]]) -> None:
+        self.ctx.machines.destroy_all()
+        wait(futures, timeout=60)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,
              first_attempt: int = 1, attempt: int | None = None) -> CaseOutcome:
-    """Run one case alone, retrying INFRA-ERROR a bounded number of times; every attempt is stored.
+    """Run one case alone here, retrying INFRA-ERROR a bounded number of times; every attempt is stored.
     `attempt`: the number to start at when earlier attempts of this run already counted (default first)."""
-    attempt = attempt or first_attempt
+    number = attempt or first_attempt
+    host = socket.gethostname()
     while True:
-        started = time.monotonic()
-        run_dir = ctx.run_dir(case, attempt)
-        attempt_id = ctx.store.start_attempt(ctx.campaign_id, case.id, str(run_dir))
-        progress.case_started(slot, case, attempt)
+        task = Task("alone", [case], [number], [first_attempt], slot=slot)
+        _start(ctx, task, progress, host)
         try:
-            result = get_kind(case.workload).run(case.check, ctx.image, ctx.accel, run_dir,
-                                                 ctx.hooks(case, slot, progress))
+            result = _alone_here(ctx, task, progress)
         except (KeyboardInterrupt, SystemExit):
             ctx.stop.set()
-            return CaseOutcome(case, None, attempt, interrupted=True)
-        except Exception as exc:
-            result = crashed_result(case, ctx, run_dir, exc)
-        outcome = _settle(ctx, case, slot, progress, attempt_id, attempt, first_attempt, result, started)
+            return CaseOutcome(case, None, number, interrupted=True)
+        outcome = _settle(ctx, case, slot, progress, task.attempt_ids[0], number, first_attempt, result,
+                          task.started)
         if outcome is not None:
             return outcome
-        attempt += 1
+        number += 1
 
 
-@dataclass
-class Recovery:
-    """One case of a shared workload run, waiting for (or running) its recovery."""
-
-    case: Case
-    job: RecoveryJob | None  # None: the workload run itself crashed (see `crashed`)
-    attempt_id: int
-    attempt: int
-    first_attempt: int
-    run_dir: Path
-    crashed: BaseException | None = None
-
-
-def run_group(ctx: CampaignContext, cases: list[Case], slot: str, progress: Progress,
-              first_attempts: list[int]) -> list[Recovery]:
-    """One workload run cut at every case's crash point; returns a recovery per case, to schedule."""
-    run_dirs = [ctx.run_dir(case, attempt) for case, attempt in zip(cases, first_attempts)]
-    attempt_ids = [ctx.store.start_attempt(ctx.campaign_id, case.id, str(run_dir))
-                   for case, run_dir in zip(cases, run_dirs)]
-    first = cases[0]
-    progress.case_started(slot, first, first_attempts[0])
-    kind = get_kind(first.workload)
-    assert kind.power_cut is not None
-    workload_dir = ctx.runs_base / ctx.campaign_id / f"w-{first.id}-a{first_attempts[0]}"
-    jobs: list[RecoveryJob | None]
-    crashed: BaseException | None = None
-    try:
-        jobs = list(cut_workload(kind.name, kind.power_cut, [c.check for c in cases], ctx.image, ctx.accel, run_dirs,
-                                 ctx.hooks(first, slot, progress), workload_dir=workload_dir))
-    except (KeyboardInterrupt, SystemExit):
-        ctx.stop.set()
-        raise
-    except Exception as exc:
-        jobs, crashed = [None] * len(cases), exc
-    return [Recovery(case, job, attempt_id, attempt, attempt, run_dir, crashed)
-            for case, job, attempt_id, attempt, run_dir in zip(cases, jobs, attempt_ids, first_attempts, run_dirs)]
-
-
-def run_recovery(ctx: CampaignContext, item: Recovery, slot: str, progress: Progress) -> CaseOutcome | None:
-    """Recover and judge one capture of a shared workload run. None: retry the case alone."""
-    progress.case_started(slot, item.case, item.attempt)
-    started = time.monotonic()  # this task's own wall time: the shared workload run was another task
-    try:
-        if item.job is None:
-            assert item.crashed is not None
-            result = crashed_result(item.case, ctx, item.run_dir, item.crashed)
-        else:
-            result = item.job(ctx.hooks(item.case, slot, progress))
-    except (KeyboardInterrupt, SystemExit):
-        ctx.stop.set()
-        return CaseOutcome(item.case, None, item.attempt, interrupted=True)
-    except Exception as exc:
-        result = crashed_result(item.case, ctx, item.run_dir, exc)
-    return _settle(ctx, item.case, slot, progress, item.attempt_id, item.attempt, item.first_attempt, result,
-                   started)
+def _alone_here(ctx: CampaignContext, task: Task, progress: Progress) -> WorkloadResult:
+    run_dir = ctx.runs_base / task.run_names(ctx.campaign_id)[0]
+    return attempt.attempt_alone(ctx.env(), task.cases[0], run_dir, lambda p: progress.case_phase(task.slot, p))
 
 
 def stop_campaign(ctx: CampaignContext, reason: str) -> None:
@@ -304,61 +372,53 @@ def plan_tasks(cases: list[Case], cuts_per_run: int | None) -> list[list[Case]]:
 
 
 def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Progress,
-              attempts_so_far: Callable[[Case], int] = lambda _: 0) -> list[CaseOutcome]:
-    """Run `cases` on `jobs` workers; Ctrl-C destroys every machine and marks in-flight cases interrupted.
+              attempts_so_far: Callable[[Case], int] = lambda _: 0,
+              executor: Executor | None = None) -> list[CaseOutcome]:
+    """Run `cases` on `jobs` local machines (or on `executor`: a cluster); Ctrl-C destroys every machine
+    and marks in-flight cases interrupted.
 
     Tasks: a case alone, a shared workload run (which queues one recovery per case, ahead of new
-    workload runs so captures do not pile up), or a recovery (an INFRA-ERROR queues the case alone)."""
+    workload runs so captures do not pile up; a cluster runs them inside the workload's task), or a
+    recovery. An INFRA-ERROR queues the case alone. Every store write happens on this thread."""
     outcomes: list[CaseOutcome] = []
-    free_slots = [f"machine {i + 1}" for i in range(jobs)]
-    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="case")
-    running: dict[Future[Any], tuple[str, str, Any]] = {}
-    queue: deque[tuple[str, Any]] = deque(("case", group[0]) if len(group) == 1 else ("group", group)
-                                          for group in plan_tasks(cases, ctx.cuts_per_run))
+    executor = executor or LocalExecutor(ctx, jobs)
+    free_slots: list[str] = []
+    known_slots = 0
+    running: dict[Any, Task] = {}
+    queue: deque[Task] = deque()
+    for group in plan_tasks(cases, ctx.cuts_per_run):
+        firsts = [attempts_so_far(c) + 1 for c in group]
+        queue.append(Task("alone" if len(group) == 1 else "group", group, list(firsts), firsts))
     try:
         while queue or running:
+            capacity = executor.capacity()
+            while known_slots < capacity:  # a cluster may grow while it runs
+                known_slots += 1
+                free_slots.append(f"machine {known_slots}")
             while queue and free_slots and not ctx.stop.is_set():
                 if not disk_has_room(ctx.runs_base):
                     stop_campaign(ctx, f"less than {MIN_FREE_BYTES // 1024**3} GiB free under {ctx.runs_base}: "
                                        "free space, then resume")
                     break
-                what, item = queue.popleft()
-                slot = free_slots.pop(0)
-                future: Future[Any]
-                if what == "case":
-                    if isinstance(item, Case):
-                        future = pool.submit(run_case, ctx, item, slot, progress, attempts_so_far(item) + 1)
-                    else:  # a retry of a shared run's case, alone: (case, attempt, first attempt)
-                        future = pool.submit(run_case, ctx, item[0], slot, progress, item[2], item[1])
-                elif what == "group":
-                    future = pool.submit(run_group, ctx, item, slot, progress,
-                                         [attempts_so_far(c) + 1 for c in item])
-                else:
-                    future = pool.submit(run_recovery, ctx, item, slot, progress)
-                running[future] = (slot, what, item)
+                task = queue.popleft()
+                task.slot = free_slots.pop(0)
+                _start(ctx, task, progress, executor.host)
+                running[executor.submit(task, progress)] = task
             if not running:
                 break
-            done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                slot, what, item = running.pop(future)
-                free_slots.append(slot)
-                result = future.result()
-                if what == "group":
-                    queue.extendleft(("recover", r) for r in reversed(result))
-                elif what == "recover" and result is None:
-                    queue.appendleft(("case", (item.case, item.attempt + 1, item.first_attempt)))
-                elif result is not None:
-                    outcomes.append(result)
+            for future in executor.wait(list(running), 0.5):
+                task = running.pop(future)
+                free_slots.append(task.slot)
+                queue.extendleft(reversed(_finish(ctx, task, executor.collect(task, future), progress, outcomes)))
             if ctx.stop.is_set() and not running:
                 break
     except BaseException:
         ctx.stop.set()
-        ctx.machines.destroy_all()
-        wait(list(running), timeout=60)
+        executor.abort(list(running))
         ctx.store.interrupt_running(ctx.campaign_id)
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        executor.close()
     if ctx.stop.is_set():
         ctx.store.interrupt_running(ctx.campaign_id)
     return outcomes

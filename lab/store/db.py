@@ -132,7 +132,7 @@ def _attempt_record(row: Attempt) -> AttemptRecord:
         verdict=row.verdict, started_at=row.started_at, finished_at=row.finished_at, run_dir=row.run_dir,
         error=row.error, result=row.result, findings=tuple(_finding_record(f) for f in row.findings),
         timings={t.phase: t.seconds for t in row.timings},
-        artifacts=tuple(ArtifactRecord(kind=a.kind, path=a.path) for a in row.artifacts))
+        artifacts=tuple(ArtifactRecord(kind=a.kind, path=a.path) for a in row.artifacts), host=row.host)
 
 
 def _case_record(row: Case, *, attempts: bool) -> CaseRecord:
@@ -240,8 +240,9 @@ class ResultsStore:
                 raise StoreError(f"campaign {campaign_id} already exists in {mask_url(self.url)}")
             s.add(campaign)
 
-    def start_attempt(self, campaign_id: str, case_id: str, run_dir: str | Path) -> int:
-        """Record a new attempt (number = previous attempts + 1) and mark the case running."""
+    def start_attempt(self, campaign_id: str, case_id: str, run_dir: str | Path, host: str | None = None) -> int:
+        """Record a new attempt (number = previous attempts + 1) and mark the case running. `host`: who runs
+        it, when known now (a cluster attempt learns its worker when it ends: see finish_attempt)."""
         with self._session(write=True) as s:
             case = s.get(Case, (campaign_id, case_id))
             if case is None:
@@ -249,21 +250,30 @@ class ResultsStore:
             number = s.scalar(select(func.count()).select_from(Attempt).where(
                 Attempt.campaign_id == campaign_id, Attempt.case_id == case_id)) or 0
             attempt = Attempt(campaign_id=campaign_id, case_id=case_id, number=number + 1, started_at=utcnow(),
-                              status=AttemptStatus.RUNNING.value, run_dir=str(run_dir))
+                              status=AttemptStatus.RUNNING.value, run_dir=str(run_dir), host=host)
             s.add(attempt)
             case.status = CaseStatus.RUNNING.value
             s.flush()
             return attempt.id
 
-    def finish_attempt(self, attempt_id: int, result: dict[str, Any], *, final: bool) -> None:
-        """Store a CheckResult.to_dict(). final=False: an INFRA-ERROR to be retried (case back to pending)."""
+    def finish_attempt(self, attempt_id: int, result: dict[str, Any], *, final: bool,
+                       host: str | None = None) -> bool:
+        """Store a CheckResult.to_dict(). final=False: an INFRA-ERROR to be retried (case back to pending).
+
+        Idempotent: a cluster delivers at least once, so finishing an attempt that is no longer running
+        changes nothing (no second retry counted, no verdict replaced) and returns False."""
         with self._session(write=True) as s:
             attempt = s.get(Attempt, attempt_id)
             if attempt is None:
                 raise StoreError(f"no attempt {attempt_id}")
+            if attempt.status != AttemptStatus.RUNNING.value:
+                return False
+            if host is not None:
+                attempt.host = host
             verdict = str(result.get("verdict") or Verdict.INFRA_ERROR.value)  # no verdict is no pass
             run_dir = Path(str(result.get("run_dir") or attempt.run_dir))
             attempt.status = AttemptStatus.FINISHED.value
+            attempt.run_dir = str(run_dir)  # a cluster worker's own run directory
             attempt.finished_at = utcnow()
             attempt.verdict = verdict
             attempt.error = result.get("error")
@@ -282,6 +292,7 @@ class ResultsStore:
             else:
                 case.status = CaseStatus.PENDING.value
                 case.infra_retries += 1
+        return True
 
     def interrupt_running(self, campaign_id: str) -> None:
         """After Ctrl-C or a crashed controller: running attempts and cases become interrupted."""

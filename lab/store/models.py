@@ -122,6 +122,7 @@ class Attempt(Base):
     run_dir: Mapped[str] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    host: Mapped[str | None] = mapped_column(String(200))  # who ran it: a host name or cluster worker
 
     case: Mapped[Case] = relationship(back_populates="attempts")
     findings: Mapped[list[FindingRow]] = relationship(order_by="FindingRow.id", cascade="all, delete-orphan")

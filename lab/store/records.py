@@ -65,9 +65,11 @@ class AttemptRecord:
     findings: tuple[FindingRecord, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     artifacts: tuple[ArtifactRecord, ...] = ()
+    host: str | None = None  # the host (or cluster worker) that ran it
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "campaign_id": self.campaign_id, "case_id": self.case_id, "number": self.number,
+                "host": self.host,
                 "status": self.status, "verdict": self.verdict, "started_at": iso(self.started_at),
                 "finished_at": iso(self.finished_at), "run_dir": self.run_dir, "error": self.error,
                 "result": self.result, "findings": [f.to_dict() for f in self.findings],

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
+import lab.attempt as attempt
 import lab.campaign as campaign
 from lab.campaign import CampaignContext, NoProgress, run_case, run_cases
 from lab.cases import Case, expand
@@ -44,6 +45,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tupl
         kind = get_kind(cases[0].workload)
         fake = replace(kind, run=run, power_cut=kind.power_cut if power_cut else None)
         monkeypatch.setattr(campaign, "get_kind", lambda name: fake)
+        monkeypatch.setattr(attempt, "get_kind", lambda name: fake)
         store = ResultsStore.open(f"sqlite:///{tmp_path}/results.db")
         store.create_campaign(campaign_id="c1", scenario_name="s", scenario_path=scenario, scenario_text="",
                               scenario_hash="h", image_id="img", kernel_version="k", accelerator="tcg", jobs=1,
@@ -130,7 +132,7 @@ def test_a_failed_recovery_reruns_its_case_alone(setup: Any, monkeypatch: pytest
         return jobs
 
     ctx, cases = setup("mapsync-many-cuts.toml", run)
-    monkeypatch.setattr(campaign, "cut_workload", cut_workload)
+    monkeypatch.setattr(attempt, "cut_workload", cut_workload)
     outcomes = run_cases(ctx, cases, 2, NoProgress())
     assert len(outcomes) == len(cases) == 40
     assert all(o.result is not None and o.result.verdict is o.case.expect for o in outcomes)

@@ -289,11 +289,13 @@ class FakeStore:
     def __init__(self) -> None:
         self.finished: list[tuple[int, dict[str, Any], bool]] = []
 
-    def start_attempt(self, campaign_id: str, case_id: str, run_dir: str) -> int:
+    def start_attempt(self, campaign_id: str, case_id: str, run_dir: str, host: str | None = None) -> int:
         return 1
 
-    def finish_attempt(self, attempt_id: int, result: dict[str, Any], *, final: bool) -> None:
+    def finish_attempt(self, attempt_id: int, result: dict[str, Any], *, final: bool,
+                       host: str | None = None) -> bool:
         self.finished.append((attempt_id, result, final))
+        return True
 
 
 def test_run_case_runs_the_kind_of_the_case(tmp_path: Path) -> None:
