@@ -1,0 +1,160 @@
+"""Campaigns on Dask distributed, fast tier: a LocalCluster of two one-slot worker processes and a
+sleep-based kind (no QEMU). A worker is SIGKILLed mid-case: that attempt is INFRA-ERROR "host lost",
+the case finishes exactly once on the other worker, the store stays consistent, resume works."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import dask  # noqa: E402
+
+from lab.campaign import CampaignContext, NoProgress, run_cases  # noqa: E402
+from lab.cases import Case, expand  # noqa: E402
+from lab.image.cache import find_by_id  # noqa: E402
+from lab.scenario import load_scenario  # noqa: E402
+from lab.store.db import ResultsStore  # noqa: E402
+from lab.vm.accel import AccelVerdict  # noqa: E402
+from lab.vm.spec import Accel  # noqa: E402
+from tests.unit import cluster_kind  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_ID = "feedfacecafe0001"
+
+
+@pytest.fixture
+def lab_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Data and cache directories (a fake image by content id), the test kind registered here."""
+    monkeypatch.setenv("PMEMLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("PMEMLAB_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "cache" / "images" / IMAGE_ID
+    image.mkdir(parents=True)
+    (image / "manifest.json").write_text(json.dumps({"kernel_version": "6.1.0-test", "initramfs": "x"}))
+    cluster_kind.register()
+    yield tmp_path
+    cluster_kind.unregister()
+
+
+@pytest.fixture
+def client(lab_env: Path) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, resources={"vm": 1}, processes=True,
+                               dashboard_address=None, scheduler_port=0, silence_logs=40)
+        try:
+            with Client(cluster, set_as_default=False) as c:
+                c.register_plugin(cluster_kind.SleepKind())
+                yield c
+        finally:
+            cluster.close(timeout=30)
+
+
+def sleep_cases() -> list[Case]:
+    return [replace(c, workload=cluster_kind.NAME) for c in expand(load_scenario(REPO / "scenarios" / "smoke.toml"))]
+
+
+def new_campaign(store: ResultsStore, campaign_id: str, cases: list[Case]) -> None:
+    store.create_campaign(campaign_id=campaign_id, scenario_name="smoke", scenario_path="smoke.toml",
+                          scenario_text="", scenario_hash="h", image_id=IMAGE_ID, kernel_version="6.1.0-test",
+                          accelerator="tcg", jobs=0, cases=[c.to_dict() for c in cases])
+
+
+def context(store: ResultsStore, campaign_id: str, lab_env: Path) -> CampaignContext:
+    image = find_by_id(lab_env / "cache", IMAGE_ID)
+    assert image is not None
+    return CampaignContext(campaign_id, image, AccelVerdict(Accel.TCG, "test"), store, lab_env / "data" / "runs")
+
+
+def cluster_run(client: Any, ctx: CampaignContext, cases: list[Case], attempts: dict[str, int] | None = None) -> Any:
+    from lab.cluster.client import ClusterExecutor
+
+    executor = ClusterExecutor(ctx, client, "tcg")
+    assert executor.prepare(IMAGE_ID) == 2
+    return run_cases(ctx, cases, 0, NoProgress(), attempts_so_far=lambda c: (attempts or {}).get(c.id, 0),
+                     executor=executor)
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_worker_loses_one_attempt_and_the_case_finishes_once_elsewhere(client: Any, lab_env: Path) -> None:
+    store = ResultsStore.open(f"sqlite:///{lab_env}/results.db")
+    cases = sleep_cases()
+    new_campaign(store, "c1", cases)
+    ctx = context(store, "c1", lab_env)
+    victim = cases[0]
+    got: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: got.update(outcomes=cluster_run(client, ctx, cases)))
+    runner.start()
+    started = lab_env / "data" / "started"
+    deadline = time.monotonic() + 60
+    marker: list[Path] = []
+    while not marker and time.monotonic() < deadline:
+        marker = sorted(started.glob(f"{victim.id}-a1.*")) if started.is_dir() else []
+        time.sleep(0.05)
+    assert marker, "the first case never started on a worker"
+    pid = int(marker[0].read_text())
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)  # the worker process, mid-case
+    runner.join(90)
+    assert not runner.is_alive()
+
+    outcomes = got["outcomes"]
+    assert sorted(o.case.id for o in outcomes) == sorted(c.id for c in cases)  # each case reported once
+    assert all(o.result is not None and o.result.verdict is o.case.expect for o in outcomes)
+    campaign = store.get_campaign("c1")
+    by_id = {c.id: c for c in campaign.cases}
+    lost, retried = by_id[victim.id].attempts
+    assert lost.verdict == "INFRA-ERROR" and (lost.error or "").startswith("host lost: ")
+    assert lost.host and lost.error == f"host lost: {lost.host}"
+    assert retried.verdict == victim.expect.value and retried.host and retried.host != lost.host
+    assert retried.number == 2 and by_id[victim.id].infra_retries == 1
+    assert all(c.status == "finished" and c.met_expectation for c in campaign.cases)
+    other = by_id[cases[1].id]
+    assert [a.verdict for a in other.attempts] == [cases[1].expect.value] and other.attempts[0].host
+    assert store.campaign_summary("c1").exit_status == 0
+    # The retry's run directory is the surviving worker's, recorded when it finished.
+    assert retried.run_dir.endswith(f"{victim.id}-a2")
+
+
+@pytest.mark.timeout(120)
+def test_resume_on_the_cluster_continues_the_attempt_numbers(client: Any, lab_env: Path) -> None:
+    store = ResultsStore.open(f"sqlite:///{lab_env}/results.db")
+    cases = sleep_cases()
+    new_campaign(store, "c2", cases)
+    store.start_attempt("c2", cases[0].id, "gone", host="a-dead-controller")  # then the controller died
+    store.interrupt_running("c2")
+    pending = [Case.from_dict(c) for c in store.pending_cases("c2")]
+    assert [c.id for c in pending] == [c.id for c in cases]
+    attempts = {c.id: len(c.attempts) for c in store.get_campaign("c2").cases}
+    outcomes = cluster_run(client, context(store, "c2", lab_env), pending, attempts)
+    assert len(outcomes) == 2
+    first = next(c for c in store.get_campaign("c2").cases if c.id == cases[0].id)
+    assert [(a.number, a.status) for a in first.attempts] == [(1, "interrupted"), (2, "finished")]
+    assert store.campaign_summary("c2").exit_status == 0 and not store.pending_cases("c2")
+
+
+def test_a_duplicate_finish_counts_once(tmp_path: Path) -> None:
+    store = ResultsStore.open(f"sqlite:///{tmp_path}/results.db")
+    case = expand(load_scenario(REPO / "scenarios" / "smoke.toml"))[0]
+    new_campaign(store, "c3", [case])
+    first = store.start_attempt("c3", case.id, tmp_path / "a1")
+    infra = {"verdict": "INFRA-ERROR", "error": "host lost: w1", "run_dir": str(tmp_path / "a1")}
+    assert store.finish_attempt(first, infra, final=False, host="w1")
+    assert not store.finish_attempt(first, infra, final=False, host="w1")  # delivered again
+    second = store.start_attempt("c3", case.id, tmp_path / "a2")
+    passed = {"verdict": case.expect.value, "run_dir": str(tmp_path / "a2")}
+    assert store.finish_attempt(second, passed, final=True, host="w2")
+    assert not store.finish_attempt(second, {"verdict": "VIOLATION"}, final=True, host="w3")
+    (stored,) = store.get_campaign("c3").cases
+    assert stored.infra_retries == 1 and stored.verdict == case.expect.value and stored.met_expectation
+    assert [(a.verdict, a.host) for a in stored.attempts] == [("INFRA-ERROR", "w1"), (case.expect.value, "w2")]
