@@ -40,7 +40,7 @@ stamp=.venv/.pmemlab-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing the pmemlab Python package"
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,cluster]"
     echo "$want" > "$stamp"
 fi
 

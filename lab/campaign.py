@@ -262,6 +262,7 @@ class Executor(Protocol):
     def collect(self, task: Task, future: Any) -> TaskDone: ...
     def abort(self, futures: list[Any]) -> None: ...
     def close(self) -> None: ...
+    def shutdown(self) -> None: ...
 
 
 class LocalExecutor:
@@ -311,6 +312,9 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        self.close()
 
 
 def run_case(ctx: CampaignContext, case: Case, slot: str, progress: Progress,

@@ -18,7 +18,7 @@ from lab.cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB_ERROR, EXIT_
 from lab.ui import UI
 
 if TYPE_CHECKING:
-    from lab.campaign import Progress
+    from lab.campaign import CampaignContext, Executor, Progress
     from lab.cases import Case
     from lab.image.cache import Image
     from lab.scenario import Scenario
@@ -30,6 +30,9 @@ junit_option = click.option("--junit", type=click.Path(path_type=Path), default=
 any_image_option = click.option("--any-image", is_flag=True,
                                 help="Run an exported scenario even if its image ref now resolves to another image "
                                      "than the one it pins (a warning instead of a refusal).")
+cluster_option = click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
+                               help="Run the cases on this Dask scheduler's workers (pmemlab[cluster]; "
+                                    "see 'pmemlab cluster up' and 'pmemlab worker').")
 html_option = click.option("--html", type=click.Path(path_type=Path), default=None,
                            help="Write a self-contained HTML report here.")
 
@@ -42,27 +45,50 @@ def _progress(ui: UI, total: int, jobs: int) -> Progress:
     return LiveProgress(total, jobs, ui.err)
 
 
+def _cluster_executor(ui: UI, ctx: CampaignContext, address: str, accel: str) -> tuple[Executor, int, str]:
+    """The Dask executor, its VM slots and how to name it; a one-line error where Dask is missing."""
+    try:
+        from lab.cluster.client import ClusterExecutor, connect
+    except ImportError:
+        ui.abort("--cluster needs Dask distributed: pip install 'pmemlab[cluster]'", EXIT_LAB_ERROR)
+    client = connect(address)
+    executor = ClusterExecutor(ctx, client, accel)
+    try:
+        slots = executor.prepare(ctx.image.id)
+    except BaseException:
+        client.close()
+        raise
+    return executor, slots, f"on the cluster {address} ({len(executor.worker_names())} workers)"
+
+
 def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Case], image_name: str, accel: str,
-                  jobs: int | None, attempts: dict[str, int], scenario: Scenario, cold_boot: bool) -> None:
+                  jobs: int | None, attempts: dict[str, int], scenario: Scenario, cold_boot: bool,
+                  cluster: str | None = None) -> None:
     from lab.campaign import CampaignContext, default_jobs, run_cases
     from lab.paths import runs_dir
 
     image, verdict = image_and_accel(image_name, accel)
-    jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
     boot = boot_mode(cold_boot or scenario.cold_boot)
     ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot,
                           cuts_per_run=scenario.cuts_per_run)
+    executor: Executor | None = None
+    where = f"accelerator {verdict.accel.value}"
+    if cluster:
+        executor, jobs, where = _cluster_executor(ui, ctx, cluster, accel)
+    jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
     progress = _progress(ui, len(cases), jobs)
     live: AbstractContextManager[object] = progress if isinstance(progress, AbstractContextManager) else nullcontext()
-    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, accelerator {verdict.accel.value}, "
-            f"{boot.value} machines")
+    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, {where}, {boot.value} machines")
     store.set_campaign_status(campaign_id, "running")
     try:
         with live:
-            run_cases(ctx, cases, jobs, progress, attempts_so_far=lambda c: attempts.get(c.id, 0))
+            run_cases(ctx, cases, jobs, progress, attempts_so_far=lambda c: attempts.get(c.id, 0), executor=executor)
     except KeyboardInterrupt:
         ui.err.print(f"interrupted: no machine left running; resume with 'pmemlab campaign resume {campaign_id}'")
         raise SystemExit(EXIT_INTERRUPTED)
+    finally:
+        if executor is not None:
+            executor.shutdown()
     if ctx.stop_reason:
         ui.err.print(f"campaign stopped: {ctx.stop_reason} ('pmemlab campaign resume {campaign_id}')")
     store.set_campaign_status(campaign_id, "interrupted" if ctx.stop.is_set() else "finished")
@@ -153,9 +179,11 @@ def campaign() -> None:
 @html_option
 @cold_boot_option
 @any_image_option
+@cluster_option
 @lab_errors
 def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                 junit: Path | None, html: Path | None, cold_boot: bool, any_image: bool) -> None:
+                 junit: Path | None, html: Path | None, cold_boot: bool, any_image: bool,
+                 cluster: str | None) -> None:
     """Expand SCENARIO into cases and run them all."""
     from lab.campaign import new_campaign_id
     from lab.cases import expand
@@ -174,7 +202,7 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
                           scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
                           kernel_version=image.kernel_version, accelerator=accel, jobs=jobs or 0,
                           cases=[c.to_dict() for c in cases])
-    _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot)
+    _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot, cluster)
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
 
 
@@ -187,9 +215,10 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
 @junit_option
 @html_option
 @cold_boot_option
+@cluster_option
 @lab_errors
 def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                    junit: Path | None, html: Path | None, cold_boot: bool) -> None:
+                    junit: Path | None, html: Path | None, cold_boot: bool, cluster: str | None) -> None:
     """Run what a campaign has not finished (interrupted, crashed or pending cases)."""
     from lab.cases import Case
     from lab.scenario import parse_scenario
@@ -202,7 +231,8 @@ def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: s
     ui.info(f"campaign {campaign_id}: {len(pending)} of {len(stored.cases)} cases left")
     if pending:  # the scenario as it was stored: its [machine]/[crash] options still apply
         scenario = parse_scenario((stored.scenario_text or "").encode(), Path(stored.scenario_path))
-        _run_campaign(ui, store, campaign_id, pending, stored.image_id, accel, jobs, attempts, scenario, cold_boot)
+        _run_campaign(ui, store, campaign_id, pending, stored.image_id, accel, jobs, attempts, scenario, cold_boot,
+                      cluster)
     else:
         store.set_campaign_status(campaign_id, "finished")
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
@@ -284,12 +314,22 @@ def _show_campaign(ui: UI, campaign: CampaignRecord) -> None:
     ui.info(f"campaign {campaign.id}: scenario {campaign.scenario_name}, status {campaign.status}, "
             f"image {campaign.image_id} (kernel {campaign.kernel_version})", literal=True)
     render_summary(ui, summarize(campaign.id, campaign.cases))
+    hosts: dict[str, int] = {}
+    for case in campaign.cases:
+        for attempt in case.attempts:
+            if attempt.host:
+                hosts[attempt.host] = hosts.get(attempt.host, 0) + 1
+    if hosts:
+        ui.info("attempts per host: " + ", ".join(f"{h} {n}" for h, n in sorted(hosts.items())), literal=True)
 
 
 def _show_case(ui: UI, case: CaseRecord) -> None:
     ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}, expected {case.expect}", literal=True)
     for attempt in case.attempts:
-        ui.info(f"  attempt {attempt.number}: {attempt.verdict or attempt.status} {attempt.run_dir}", literal=True)
+        host = f" on {attempt.host}" if attempt.host else ""
+        error = f" ({attempt.error})" if attempt.error and attempt.verdict == "INFRA-ERROR" else ""
+        ui.info(f"  attempt {attempt.number}: {attempt.verdict or attempt.status}{host}{error} {attempt.run_dir}",
+                literal=True)
         for finding in attempt.findings:
             ui.info(f"    {finding.oracle}: {finding.verdict} {finding.summary}", literal=True)
 

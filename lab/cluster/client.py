@@ -134,10 +134,19 @@ class ClusterExecutor:
         self.client.cancel(futures)
 
     def close(self) -> None:
+        """The campaign's tasks are done (run_cases calls this); the client stays for the caller."""
         try:
             self.client.unsubscribe_topic(remote.PROGRESS_TOPIC)
         except Exception:
             pass
+
+    def shutdown(self) -> None:
+        """Close the client too (the CLI's executor owns it)."""
+        self.close()
+        self.client.close()
+
+    def worker_names(self) -> list[str]:
+        return sorted(str(w.get("name")) for w in workers(self.client).values())
 
     # -- helpers ----------------------------------------------------------
     def _on_progress(self, event: tuple[float, dict[str, Any]]) -> None:

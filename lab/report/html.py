@@ -114,6 +114,13 @@ def _artifacts(latest: AttemptRecord, page_dir: Path) -> str:
     return f'<ul class="artifacts">{"".join(links)}</ul>' if links else ""
 
 
+def _hosts(case: CaseRecord) -> str:
+    """Which host ran each attempt (a cluster campaign spreads them), e.g. "; ran on w1 (INFRA-ERROR), w2"."""
+    hosts = [a.host + (f" ({a.verdict})" if a is not case.latest and a.verdict else "")
+             for a in case.attempts if a.host]
+    return f"; ran on {e(', '.join(hosts))}" if hosts else ""
+
+
 def _case(case: CaseRecord, page_dir: Path) -> str:
     latest = case.latest
     met = case.met_expectation
@@ -122,7 +129,7 @@ def _case(case: CaseRecord, page_dir: Path) -> str:
     facts = (f"expected {e(case.expect)}, got {_badge(case.verdict)}; met: "
              f"<span class=\"{'' if met or met is None else 'unmet'}\">{met_text}</span>; "
              f"case {e(case.id)}, seed {e(case.seed)}, status {e(case.status)}, "
-             f"infra retries {e(case.infra_retries)}")
+             f"infra retries {e(case.infra_retries)}{_hosts(case)}")
     error = f'<p class="error">error: {e(latest.error)}</p>' if latest and latest.error else ""
     findings = _findings(latest.findings if latest else ())
     links = _artifacts(latest, page_dir) if latest else ""

@@ -1,0 +1,64 @@
+"""`pmemlab worker`: a Dask worker in this process, declaring this host's VM slots.
+
+No nanny: the worker is this process, so QEMU's parent-death signal (set per starting thread)
+kills every machine if the process is SIGKILLed, and SIGTERM/SIGINT/SIGHUP destroy them before the
+worker leaves the scheduler. Run directories and the image cache are this host's own
+(PMEMLAB_DATA, PMEMLAB_CACHE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Callable
+
+from lab.cluster.task import MACHINES
+from lab.paths import data_dir
+
+CLOSE_TIMEOUT_S = 20
+
+log = logging.getLogger(__name__)
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str], None]) -> str:
+    from distributed import Worker
+
+    stop = asyncio.Event()
+    why: list[str] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda sig=sig: (why.append(signal.Signals(sig).name), stop.set()))
+    space = data_dir() / "dask-worker"
+    space.mkdir(parents=True, exist_ok=True)
+    worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),
+                    dashboard=False)
+    await worker
+    announce(f"worker {name}: {slots} VM slot(s) on {scheduler} (data {data_dir()}, pid {os.getpid()})")
+    finished = asyncio.ensure_future(worker.finished())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({finished, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    MACHINES.destroy_all()  # first: a running attempt then ends at once, and close need not wait for it
+    if not finished.done():
+        try:
+            await asyncio.wait_for(worker.close(timeout=CLOSE_TIMEOUT_S, executor_wait=False), CLOSE_TIMEOUT_S)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.warning("worker %s: close: %s", name, exc)
+    stopping.cancel()
+    return why[0] if why else "the scheduler closed the worker"
+
+
+def serve(scheduler: str, slots: int, name: str | None = None,
+          announce: Callable[[str], None] = lambda _: None) -> str:
+    """Run the worker until a signal or the scheduler ends it; returns why it ended. Every machine it
+    made is destroyed on every way out."""
+    try:
+        return asyncio.run(_serve(scheduler, slots, name or default_name(), announce))
+    finally:
+        MACHINES.destroy_all()
