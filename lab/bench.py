@@ -111,9 +111,11 @@ def restore_times(image: Image, accel: AccelVerdict, fs: Filesystem, runs: int, 
 
 
 def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, jobs_list: list[int], work: Path,
-                        progress: Callable[[str], None] = lambda _: None, cold_boot: bool = False) -> dict[str, object]:
-    """The same scenario run with each jobs value: crash points per minute and the lab's overhead per case.
-    Ready snapshots are built before the clock starts (reported as snapshot_ready_s)."""
+                        progress: Callable[[str], None] = lambda _: None, cold_boot: bool = False,
+                        cluster: str | None = None, accel_request: str = "auto") -> dict[str, object]:
+    """The same scenario run with each jobs value (and on `cluster`, a Dask scheduler's workers): crash
+    points per minute and the lab's overhead per case. Ready snapshots are built before the clock starts
+    (reported as snapshot_ready_s; a cluster's workers build theirs in a warm-up run of one case each)."""
     from lab.campaign import CampaignContext, NoProgress, new_campaign_id, run_cases
     from lab.cases import expand
     from lab.scenario import load_scenario
@@ -126,29 +128,54 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
     if boot is BootMode.SNAPSHOT:
         warm_s = warm_snapshots(image, accel, scenario.shape, sorted({scenario.fs(cell) for cell in scenario.cells()}))
     rows = []
-    for jobs in jobs_list:
-        store = ResultsStore.open(f"sqlite:///{work}/bench-j{jobs}.db")
-        campaign_id = new_campaign_id()
-        store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
-                              scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
-                              kernel_version=image.kernel_version, accelerator=accel.accel.value, jobs=jobs,
-                              cases=[c.to_dict() for c in cases])
-        ctx = CampaignContext(campaign_id, image, accel, store, work / f"runs-j{jobs}", boot=boot,
-                              cuts_per_run=scenario.cuts_per_run)
+    runs: list[tuple[str, int]] = [(f"-j {jobs}", jobs) for jobs in jobs_list] + ([("cluster", 0)] if cluster else [])
+    for label, jobs in runs:
+        store = ResultsStore.open(f"sqlite:///{work}/bench-{label.replace(' ', '')}.db")
+
+        def context(todo: list[Any]) -> CampaignContext:
+            campaign_id = new_campaign_id()
+            store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name,
+                                  scenario_path=str(scenario_path), scenario_text=scenario.text,
+                                  scenario_hash=scenario.content_hash, image_id=image.id,
+                                  kernel_version=image.kernel_version, accelerator=accel.accel.value, jobs=jobs,
+                                  cases=[c.to_dict() for c in todo])
+            return CampaignContext(campaign_id, image, accel, store, work / f"runs-{label.replace(' ', '')}",
+                                   boot=boot, cuts_per_run=scenario.cuts_per_run)
+
+        executor = None
+        if label == "cluster":
+            from lab.cluster.client import ClusterExecutor, connect
+
+            assert cluster is not None
+            client = connect(cluster)
+            warm = context(cases)
+            jobs = ClusterExecutor(warm, client, accel_request).prepare(image.id)
+            if boot is BootMode.SNAPSHOT:  # every worker builds its ready snapshots off the clock
+                run_cases(warm, cases[:jobs], jobs, NoProgress(),
+                          executor=ClusterExecutor(warm, client, accel_request))
+            executor = ClusterExecutor(context(cases), client, accel_request)
+            ctx = executor.ctx
+        else:
+            ctx = context(cases)
         started = time.monotonic()
-        outcomes = run_cases(ctx, cases, jobs, NoProgress())
+        try:
+            outcomes = run_cases(ctx, cases, jobs, NoProgress(), executor=executor)
+        finally:
+            if executor is not None:
+                executor.shutdown()
         wall = time.monotonic() - started
         met = sum(1 for o in outcomes if o.result is not None and o.result.verdict is o.case.expect)
         overheads = [o.overhead_s for o in outcomes if o.result is not None]
         case_walls = [o.wall_s for o in outcomes if o.result is not None]
-        rows.append({"jobs": jobs, "cases": len(cases), "met": met, "wall_s": round(wall, 2),
+        rows.append({"run": label, "jobs": jobs, "cases": len(cases), "met": met, "wall_s": round(wall, 2),
                      "crash_points_per_minute": round(len(cases) * 60 / wall, 2),
                      "case_median_s": round(statistics.median(case_walls), 2),
                      "overhead_median_s": round(statistics.median(overheads), 3),
                      "overhead_max_s": round(max(overheads), 3)})
         store.close()
-        progress(f"-j {jobs}: {len(cases)} crash points in {wall:.1f} s = {rows[-1]['crash_points_per_minute']} per "
-                 f"minute; lab overhead per case median {rows[-1]['overhead_median_s']} s")
+        progress(f"{label} ({jobs} machines): {len(cases)} crash points in {wall:.1f} s = "
+                 f"{rows[-1]['crash_points_per_minute']} per minute; lab overhead per case median "
+                 f"{rows[-1]['overhead_median_s']} s")
     best = max(rows, key=lambda r: r["jobs"]) if rows else {}
     return {"scenario": scenario.name, "accelerator": accel.accel.value, "boot": boot.value,
             "snapshot_ready_s": warm_s, "crash_points_per_minute": best.get("crash_points_per_minute"),

@@ -350,13 +350,15 @@ def bench_restore(runs: int, fs: str, accel: str, image_name: str, as_json: bool
 @bench.command("campaign")
 @click.argument("scenario_path", type=click.Path(path_type=Path))
 @click.option("--jobs", "jobs_text", default="1,2", show_default=True, help="Comma-separated -j values to compare.")
+@click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
+              help="Also run it on this Dask scheduler's workers (pmemlab[cluster]).")
 @cold_boot_option
 @accel_option
 @image_option
 @json_option
 @lab_errors
-def bench_campaign(scenario_path: Path, jobs_text: str, cold_boot: bool, accel: str, image_name: str,
-                   as_json: bool) -> None:
+def bench_campaign(scenario_path: Path, jobs_text: str, cluster: str | None, cold_boot: bool, accel: str,
+                   image_name: str, as_json: bool) -> None:
     """Campaign throughput (crash points per minute) at each -j, and the lab's overhead per case."""
     from lab.bench import campaign_throughput
 
@@ -368,7 +370,7 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cold_boot: bool, accel: 
     img, verdict = image_and_accel(image_name, accel)
     run_dir = new_run_dir("bench-campaign")
     summary = campaign_throughput(scenario_path, img, verdict, jobs_list, run_dir, progress=ui.info,
-                                  cold_boot=cold_boot)
+                                  cold_boot=cold_boot, cluster=cluster, accel_request=accel)
     write_json(run_dir / "result.json", summary)
     if as_json:
         ui.emit_json(summary)
@@ -376,8 +378,9 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cold_boot: bool, accel: 
     rows = summary["results"]
     assert isinstance(rows, list)
     ui.table(f"campaign throughput: {summary['scenario']} ({verdict.accel.value})",
-             ["-j", "cases", "met", "wall s", "crash points/min", "case median s", "lab overhead/case (median, max) s"],
-             [[str(r["jobs"]), str(r["cases"]), str(r["met"]), str(r["wall_s"]), str(r["crash_points_per_minute"]),
+             ["run", "machines", "cases", "met", "wall s", "crash points/min", "case median s",
+              "lab overhead/case (median, max) s"],
+             [[str(r["run"]), str(r["jobs"]), str(r["cases"]), str(r["met"]), str(r["wall_s"]), str(r["crash_points_per_minute"]),
                str(r["case_median_s"]), f"{r['overhead_median_s']}, {r['overhead_max_s']}"] for r in rows])
 
 
