@@ -105,6 +105,15 @@ def test_a_killed_worker_loses_one_attempt_and_the_case_finishes_once_elsewhere(
     pid = int(marker[0].read_text())
     assert pid != os.getpid()
     os.kill(pid, signal.SIGKILL)  # the worker process, mid-case
+    killed = time.monotonic()
+    retry: list[Path] = []
+    while not retry and time.monotonic() < killed + 30:
+        retry = sorted(started.glob(f"{victim.id}-a2.*"))
+        time.sleep(0.02)
+    rescheduled_s = time.monotonic() - killed
+    print(f"killed worker detected and its case restarted elsewhere in {rescheduled_s:.2f} s")
+    assert retry and int(retry[0].read_text()) != pid
+    assert rescheduled_s < 10
     runner.join(90)
     assert not runner.is_alive()
 

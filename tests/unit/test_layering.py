@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,11 @@ def offenders(files: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[s
     # The shared CLI pieces sit below both command modules, and the command modules do not import each other.
     ("cli_common.py", ("lab.cli", "lab.cli_campaign")),
     ("cli_campaign.py", ("lab.cli",)),
+    # One writer: an attempt (run locally or on a cluster worker) never touches the store; the campaign
+    # scheduler knows no cluster (the executor is handed to it).
+    ("attempt.py", ("lab.store", "lab.campaign", "lab.cluster", "lab.cli")),
+    ("cluster/task.py", ("lab.store", "lab.campaign", "lab.cli")),
+    ("campaign.py", ("lab.cluster", "lab.cli")),
 ])
 def test_no_import_points_up(files: str, forbidden: tuple[str, ...]) -> None:
     found = modules(files)
@@ -57,3 +65,15 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from lab.report.html import write_html\n    import lab.cli\n")
     assert imports_of(module) >= {"lab.report.html", "lab.cli"}
+
+
+def test_a_single_host_campaign_loads_no_dask() -> None:
+    """Dask is the optional cluster extra: the CLI, the campaign runner and the bench never load it
+    unless a cluster command or --cluster asks."""
+    code = ("import sys, lab.cli, lab.campaign, lab.cli_campaign, lab.cli_cluster, lab.bench, lab.attempt; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'lab')"
+            " and (m.startswith(('dask', 'distributed', 'lab.cluster')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=LAB.parent, env={**os.environ, "PYTHONPATH": str(LAB.parent)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
