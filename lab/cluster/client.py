@@ -63,6 +63,7 @@ class ClusterExecutor:
         self._capacity = (0, 0.0)
         self._names: dict[str, str] = {}  # worker address -> name, to name a lost host
         self._slots: dict[str, tuple[str, Progress]] = {}  # task key -> (slot, progress)
+        self._pinned: dict[str, tuple[set[str], Any]] = {}  # a retry kept off a lost host: its workers, future
         client.subscribe_topic(remote.PROGRESS_TOPIC, self._on_progress)
 
     # -- before the first task -------------------------------------------
@@ -91,7 +92,18 @@ class ClusterExecutor:
             self._names.update({address: str(w.get("name")) for address, w in info.items()})
             slots = sum(int((w.get("resources") or {}).get("vm", 0)) for w in info.values())
             self._capacity = (slots, time.monotonic())
+            self._unpin(set(info))
         return slots
+
+    def _unpin(self, live: set[str]) -> None:
+        """A retry pinned to workers that are all gone now would wait forever: cancel it (lost again,
+        so retried anywhere)."""
+        for key, (addresses, future) in list(self._pinned.items()):
+            if future.done():
+                self._pinned.pop(key)
+            elif not addresses & live:
+                self._pinned.pop(key)
+                future.cancel()
 
     def submit(self, task: Task, progress: Progress) -> Any:
         assert task.what in ("alone", "group"), "a cluster runs a shared run's recoveries inside its task"
@@ -100,10 +112,16 @@ class ClusterExecutor:
                 "run_dirs": task.run_names(self.ctx.campaign_id),
                 "workload_dir": task.workload_name(self.ctx.campaign_id), "image_id": self.ctx.image.id,
                 "accel": self.accel, "boot": self.ctx.boot.value}
-        elsewhere = [a for a, name in self._names.items() if name != task.avoid] if task.avoid else None
+        # A retry after a lost host runs elsewhere: pinned to the other workers (a restarted worker of
+        # the same name, too, is the host that just failed), while any is left.
+        elsewhere = [a for a, w in workers(self.client).items() if str(w.get("name")) != task.avoid] \
+            if task.avoid else []
         self._slots[key] = (task.slot, progress)
-        return self.client.submit(remote.run_task, spec, key=key, resources={"vm": 1}, pure=False,
-                                  workers=elsewhere or None, allow_other_workers=bool(elsewhere))
+        future = self.client.submit(remote.run_task, spec, key=key, resources={"vm": 1}, pure=False,
+                                    workers=elsewhere or None)
+        if elsewhere:
+            self._pinned[key] = (set(elsewhere), future)
+        return future
 
     def wait(self, futures: list[Any], timeout: float) -> set[Any]:
         try:
@@ -120,7 +138,7 @@ class ClusterExecutor:
         except KilledWorker as exc:
             return self._lost(task, self._lost_name(exc))
         except CancelledError:
-            return self._lost(task, "the scheduler connection (task cancelled)")
+            return self._lost(task, "every worker it could run on, or the scheduler connection (task cancelled)")
         except Exception as exc:  # the task itself raised: no result came back from the worker
             why = f"cluster task failed: {type(exc).__name__}: {exc}"
             return TaskDone(results=[self._failed(task, i, why) for i in range(len(task.cases))])

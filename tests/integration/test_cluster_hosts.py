@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def test_a_killed_worker_host_loses_one_attempt_and_the_campaign_completes(image
         (tmp_path / "campaign.log").read_text()[-3000:]
     assert campaign.poll() is None, "the campaign ended before the worker could be killed"
     os.killpg(workers["wa"].pid, signal.SIGKILL)
+    killed_at = time.time()
     workers["wa"].wait(10)
     assert wait_until(lambda: not qemu_of(victim_data), 15), "an orphaned QEMU outlived its worker"
     assert media_locked(victim_data) == []
@@ -126,7 +128,10 @@ def test_a_killed_worker_host_loses_one_attempt_and_the_campaign_completes(image
     lost = [a for c in record.cases for a in c.attempts if a.verdict == "INFRA-ERROR"]
     assert [(a.error, a.host) for a in lost] == [("host lost: wa", "wa")]
     assert all(c.latest is not None and c.latest.host in ("wa", "wb") for c in record.cases)
-    assert next(c for c in record.cases if lost[0] in c.attempts).latest.host == "wb"  # type: ignore[union-attr]
+    retried = next(c for c in record.cases if lost[0] in c.attempts).latest
+    assert retried is not None and retried.host == "wb" and retried.started_at is not None
+    print(f"host lost, detected and the case restarted on wb {retried.started_at.timestamp() - killed_at:.2f} s "
+          "after the SIGKILL")
     assert (hosts["wb"][1] / "images" / image.id / "manifest.json").is_file()  # pushed by content id
     procs.stop_all()
     assert wait_until(lambda: not lab_qemu_processes(), 15), lab_qemu_processes()

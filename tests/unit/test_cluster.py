@@ -105,13 +105,14 @@ def test_a_killed_worker_loses_one_attempt_and_the_case_finishes_once_elsewhere(
     pid = int(marker[0].read_text())
     assert pid != os.getpid()
     os.kill(pid, signal.SIGKILL)  # the worker process, mid-case
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), time.time()
     retry: list[Path] = []
     while not retry and time.monotonic() < killed + 30:
         retry = sorted(started.glob(f"{victim.id}-a2.*"))
         time.sleep(0.02)
     rescheduled_s = time.monotonic() - killed
-    print(f"killed worker detected and its case restarted elsewhere in {rescheduled_s:.2f} s")
+    print(f"killed worker: its case restarted on the other worker {rescheduled_s:.2f} s later "
+          f"(that worker's slot was busy with a {cluster_kind.SLEEP_S} s case)")
     assert retry and int(retry[0].read_text()) != pid
     assert rescheduled_s < 10
     runner.join(90)
@@ -125,6 +126,8 @@ def test_a_killed_worker_loses_one_attempt_and_the_case_finishes_once_elsewhere(
     lost, retried = by_id[victim.id].attempts
     assert lost.verdict == "INFRA-ERROR" and (lost.error or "").startswith("host lost: ")
     assert lost.host and lost.error == f"host lost: {lost.host}"
+    assert lost.finished_at is not None
+    print(f"host loss detected and recorded {lost.finished_at.timestamp() - killed_at:.2f} s after the SIGKILL")
     assert retried.verdict == victim.expect.value and retried.host and retried.host != lost.host
     assert retried.number == 2 and by_id[victim.id].infra_retries == 1
     assert all(c.status == "finished" and c.met_expectation for c in campaign.cases)
