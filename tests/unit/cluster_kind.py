@@ -37,17 +37,46 @@ def run(check: Any, image: Any, accel: Any, run_dir: Path, hooks: RunHooks) -> W
 
 KIND = replace(mapsync_kind.KIND, name=NAME, run=run, power_cut=None)
 
+# A power-cut kind whose crash points share a workload run: the campaign plans groups for it, and a
+# cluster runs each group's K recoveries inside one task. Its workload run is the fake below.
+CUT_NAME = "sleep-cut-test"
+CUT_KIND = replace(mapsync_kind.KIND, name=CUT_NAME, run=run)
+FAIL_RECOVERY = 3  # the fourth recovery of each workload run is INFRA-ERROR: the case is retried alone
+
+
+def fake_cut_workload(kind: str, power: Any, checks: list[Any], image: Any, accel: Any, run_dirs: list[Path],
+                      hooks: RunHooks, workload_dir: Path) -> list[Any]:
+    """One 'workload run' for K checks, in this process; each job says which process recovered it."""
+    workload_pid = os.getpid()
+
+    def job(check: Any, run_dir: Path, index: int) -> Any:
+        def recover(hooks: RunHooks) -> WorkloadResult:
+            ok = Verdict.PASS if check.params.map_sync else Verdict.VIOLATION
+            verdict = Verdict.INFRA_ERROR if index == FAIL_RECOVERY else ok
+            result = WorkloadResult(CUT_NAME, check.to_dict(), run_dir, image.id, image.kernel_version,
+                                    accel.accel.value, verdict=verdict, findings=[Finding("fake", verdict, "cut")])
+            result.metrics["pids"] = {"workload": workload_pid, "recovery": os.getpid()}
+            return result
+        return recover
+
+    return [job(check, run_dir, i) for i, (check, run_dir) in enumerate(zip(checks, run_dirs))]
+
 
 def register() -> None:
     catalog.kinds()[NAME] = KIND  # kinds() is cached: the dict it returns is the registry
+    catalog.kinds()[CUT_NAME] = CUT_KIND
 
 
 def unregister() -> None:
     catalog.kinds().pop(NAME, None)
+    catalog.kinds().pop(CUT_NAME, None)
 
 
 class SleepKind(WorkerPlugin):
     name = "pmemlab-sleep-test-kind"
 
     def setup(self, worker: Any) -> None:
+        import lab.attempt
+
         register()
+        lab.attempt.cut_workload = fake_cut_workload  # type: ignore[assignment]  # only in the test's workers

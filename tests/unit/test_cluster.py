@@ -155,6 +155,32 @@ def test_resume_on_the_cluster_continues_the_attempt_numbers(client: Any, lab_en
     assert store.campaign_summary("c2").exit_status == 0 and not store.pending_cases("c2")
 
 
+@pytest.mark.timeout(120)
+def test_a_shared_workload_run_and_its_recoveries_run_in_one_task_on_one_worker(client: Any, lab_env: Path) -> None:
+    """Captures never cross hosts: each group of K crash points comes back from one worker process
+    with K results; a failed recovery is retried alone."""
+    store = ResultsStore.open(f"sqlite:///{lab_env}/results.db")
+    cases = [replace(c, workload=cluster_kind.CUT_NAME)
+             for c in expand(load_scenario(REPO / "scenarios" / "mapsync-many-cuts.toml"))]
+    new_campaign(store, "c4", cases)
+    outcomes = cluster_run(client, context(store, "c4", lab_env), cases)
+    assert len(outcomes) == len(cases) == 40
+    assert all(o.result is not None and o.result.verdict is o.case.expect for o in outcomes)
+    record = store.get_campaign("c4")
+    retried = [c for c in record.cases if len(c.attempts) == 2]
+    assert len(retried) == 4 and all(c.attempts[0].verdict == "INFRA-ERROR" for c in retried)
+    by_cell: dict[str, set[tuple[int, int, str | None]]] = {}
+    for case in record.cases:
+        first = case.attempts[0]
+        assert first.result is not None and first.host
+        pids = first.result["metrics"]["pids"]
+        by_cell.setdefault(case.cell_key, set()).add((pids["workload"], pids["recovery"], first.host))
+    assert len(by_cell) == 4
+    for seen in by_cell.values():
+        ((workload_pid, recovery_pid, _),) = seen  # one worker process and host per workload run
+        assert workload_pid == recovery_pid != os.getpid()
+
+
 def test_a_duplicate_finish_counts_once(tmp_path: Path) -> None:
     store = ResultsStore.open(f"sqlite:///{tmp_path}/results.db")
     case = expand(load_scenario(REPO / "scenarios" / "smoke.toml"))[0]
