@@ -127,7 +127,7 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
     warm_s = 0.0
     if boot is BootMode.SNAPSHOT:
         warm_s = warm_snapshots(image, accel, scenario.shape, sorted({scenario.fs(cell) for cell in scenario.cells()}))
-    rows = []
+    rows: list[dict[str, object]] = []
     runs: list[tuple[str, int]] = [(f"-j {jobs}", jobs) for jobs in jobs_list] + ([("cluster", 0)] if cluster else [])
     for label, jobs in runs:
         store = ResultsStore.open(f"sqlite:///{work}/bench-{label.replace(' ', '')}.db")
@@ -176,7 +176,7 @@ def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, 
         progress(f"{label} ({jobs} machines): {len(cases)} crash points in {wall:.1f} s = "
                  f"{rows[-1]['crash_points_per_minute']} per minute; lab overhead per case median "
                  f"{rows[-1]['overhead_median_s']} s")
-    best = max(rows, key=lambda r: r["jobs"]) if rows else {}
+    best = max(rows, key=lambda r: int(str(r["jobs"]))) if rows else {}
     return {"scenario": scenario.name, "accelerator": accel.accel.value, "boot": boot.value,
             "snapshot_ready_s": warm_s, "crash_points_per_minute": best.get("crash_points_per_minute"),
             "results": rows}

@@ -12,9 +12,9 @@ from lab.ui import UI
 
 
 def _need_dask(ui: UI) -> None:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
         ui.abort("this command needs Dask distributed: pip install 'pmemlab[cluster]'", EXIT_LAB_ERROR)
 
 
@@ -98,25 +98,26 @@ def cluster_status(as_json: bool) -> None:
     if state is None:
         ui.abort(f"no local cluster recorded in {local.state_path()} ('pmemlab cluster up --local N')",
                  EXIT_LAB_ERROR)
-    rows = []
+    rows: list[dict[str, str]] = []
     if state.members and state.members[0].alive():
         client = connect(state.address, timeout=5)
         try:
             processing = client.processing()
             for address, info in sorted(workers(client).items(), key=lambda kv: str(kv[1].get("name"))):
                 rows.append({"name": str(info.get("name")), "address": address,
-                             "vm": int((info.get("resources") or {}).get("vm", 0)),
-                             "running": len(processing.get(address, ()))})
+                             "vm": str(int((info.get("resources") or {}).get("vm", 0))),
+                             "running": str(len(processing.get(address, ())))})
         finally:
             client.close()
-    members = [{"role": m.role, "pid": m.pid, "alive": m.alive(), "log": m.log} for m in state.members]
+    members = [{"role": m.role, "pid": str(m.pid), "alive": "yes" if m.alive() else "no", "log": m.log}
+               for m in state.members]
     if as_json:
         ui.emit_json({"address": state.address, "members": members, "workers": rows})
         return
     ui.table(f"cluster {state.address}: processes", ["role", "pid", "alive", "log"],
-             [[m["role"], str(m["pid"]), "yes" if m["alive"] else "no", str(m["log"])] for m in members], literal=True)
+             [[m["role"], m["pid"], m["alive"], m["log"]] for m in members], literal=True)
     ui.table("workers", ["name", "address", "VM slots", "running tasks"],
-             [[r["name"], r["address"], str(r["vm"]), str(r["running"])] for r in rows], literal=True)
+             [[r["name"], r["address"], r["vm"], r["running"]] for r in rows], literal=True)
 
 
 @cluster.command("down")

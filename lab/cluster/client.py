@@ -148,7 +148,13 @@ class ClusterExecutor:
         return TaskDone(results=results, host=str(data["host"]))
 
     def abort(self, futures: list[Any]) -> None:
-        # Dask cannot stop a running thread: the workers finish these attempts and the results are dropped.
+        """Ctrl-C: destroy the running tasks' machines on their workers (Dask cannot stop a thread, but
+        an attempt without its machines ends at once), then cancel them."""
+        keys = [str(f.key) for f in futures]
+        try:
+            self.client.run(remote.destroy_tasks, keys, wait=True)
+        except Exception as exc:  # a lost worker's machines died with it
+            log.warning("destroying the interrupted tasks' machines: %s", exc)
         self.client.cancel(futures)
 
     def close(self) -> None:

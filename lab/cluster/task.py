@@ -14,7 +14,6 @@ import shutil
 import socket
 import threading
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from lab import attempt
@@ -33,25 +32,32 @@ log = logging.getLogger(__name__)
 
 
 class WorkerMachines:
-    """Every machine this worker process made, so a SIGTERM destroys them at once (SIGKILL: QEMU's
-    parent-death signal does)."""
+    """Every machine this worker process made, by task, so a SIGTERM destroys them all at once
+    (SIGKILL: QEMU's parent-death signal does) and an interrupted campaign destroys its own."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._machines: list[Machine] = []
+        self._machines: list[tuple[str, Machine]] = []
 
-    def add(self, machine: Machine) -> None:
+    def add(self, machine: Machine, key: str = "") -> None:
         with self._lock:
-            self._machines = [m for m in self._machines if m.state.value != "dead"] + [machine]
+            self._machines = [(k, m) for k, m in self._machines if m.state.value != "dead"] + [(key, machine)]
 
-    def destroy_all(self) -> None:
+    def running(self) -> int:
         with self._lock:
-            machines, self._machines = self._machines, []
+            return sum(1 for _, m in self._machines if m.state.value != "dead")
+
+    def destroy_all(self, keys: set[str] | None = None) -> int:
+        """Destroy the machines of tasks `keys` (None: every one); how many there were."""
+        with self._lock:
+            machines = [m for k, m in self._machines if keys is None or k in keys]
+            self._machines = [(k, m) for k, m in self._machines if keys is not None and k not in keys]
         for machine in machines:
             try:
                 machine.destroy()
             except Exception:
                 pass  # best effort: the task's own `with` blocks clean up too
+        return len(machines)
 
 
 MACHINES = WorkerMachines()
@@ -78,12 +84,12 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
 
     worker = get_worker()
     host = str(worker.name)
+    key = str(spec["key"])
     image, accel = _image_and_accel(str(spec["image_id"]), str(spec["accel"]))
-    env = attempt.AttemptEnv(image, accel, BootMode(spec["boot"]), MACHINES.add)
+    env = attempt.AttemptEnv(image, accel, BootMode(spec["boot"]), lambda machine: MACHINES.add(machine, key))
     cases = [Case.from_dict(d) for d in spec["cases"]]
     base = runs_dir()
     dirs = [base / name for name in spec["run_dirs"]]
-    key = str(spec["key"])
 
     def phase(name: str) -> None:
         try:
@@ -130,11 +136,7 @@ def receive_image(image_id: str, files: dict[str, bytes]) -> str:
     return str(final)
 
 
-def host_facts() -> dict[str, Any]:
-    """What `cluster status` shows of a worker."""
-    return {"hostname": socket.gethostname(), "pid": os.getpid(), "data": str(runs_dir().parent),
-            "cache": str(cache_dir()), "machines": len([m for m in MACHINES._machines if m.state.value != "dead"])}
-
-
-def runs_base() -> Path:
-    return runs_dir()
+def destroy_tasks(keys: list[str]) -> int:
+    """Destroy the machines of these tasks (an interrupted campaign's): Dask cannot stop their threads,
+    but with their machines gone they end at once."""
+    return MACHINES.destroy_all(set(keys))

@@ -33,8 +33,13 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
     stop = asyncio.Event()
     why: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        why.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, lambda sig=sig: (why.append(signal.Signals(sig).name), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     space = data_dir() / "dask-worker"
     space.mkdir(parents=True, exist_ok=True)
     worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),

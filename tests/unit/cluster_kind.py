@@ -5,9 +5,10 @@ returns the verdict the cell expects (map_sync on: PASS, off: VIOLATION)."""
 from __future__ import annotations
 
 import os
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -21,12 +22,30 @@ NAME = "sleep-test"
 SLEEP_S = float(os.environ.get("PMEMLAB_TEST_SLEEP_S", "3"))
 
 
+class StandInMachine:
+    """What the worker's machine registry sees of this kind's 'machine': destroy() ends the sleep early
+    and leaves a mark, as destroying a real machine ends its attempt."""
+
+    def __init__(self, mark: Path) -> None:
+        self.mark = mark
+        self.destroyed = threading.Event()
+        self.state = SimpleNamespace(value="running")
+
+    def destroy(self) -> None:
+        self.mark.write_text("destroyed")
+        self.state.value = "dead"
+        self.destroyed.set()
+
+
 def run(check: Any, image: Any, accel: Any, run_dir: Path, hooks: RunHooks) -> WorkloadResult:
     started = Path(os.environ["PMEMLAB_DATA"]) / "started"
     started.mkdir(parents=True, exist_ok=True)
     (started / f"{run_dir.name}.{os.getpid()}").write_text(str(os.getpid()))
+    machine = StandInMachine(started / f"{run_dir.name}.destroyed")
+    hooks.on_machine(machine)  # type: ignore[arg-type]
     hooks.on_phase("sleeping")
-    time.sleep(SLEEP_S)
+    if machine.destroyed.wait(SLEEP_S):
+        raise RuntimeError("the machine was destroyed")
     verdict = Verdict.PASS if check.params.map_sync else Verdict.VIOLATION
     result = WorkloadResult(NAME, check.to_dict(), run_dir, image.id, image.kernel_version, accel.accel.value,
                             verdict=verdict, findings=[Finding("sleep", verdict, f"slept {SLEEP_S} s")],

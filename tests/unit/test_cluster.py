@@ -181,6 +181,30 @@ def test_a_shared_workload_run_and_its_recoveries_run_in_one_task_on_one_worker(
         assert workload_pid == recovery_pid != os.getpid()
 
 
+@pytest.mark.timeout(120)
+def test_ctrl_c_destroys_the_running_tasks_machines_on_their_workers(client: Any, lab_env: Path) -> None:
+    store = ResultsStore.open(f"sqlite:///{lab_env}/results.db")
+    cases = sleep_cases()
+    new_campaign(store, "c5", cases)
+    started = lab_env / "data" / "started"
+
+    def interrupt_when_both_run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(started.glob("*-a1.*[0-9]"))) < 2:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the controller (the main thread)
+
+    threading.Thread(target=interrupt_when_both_run, daemon=True).start()
+    interrupted_at = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        cluster_run(client, context(store, "c5", lab_env), cases)
+    took = time.monotonic() - interrupted_at
+    assert sorted(p.name for p in started.glob("*.destroyed")) == sorted(f"{c.id}-a1.destroyed" for c in cases)
+    assert took < cluster_kind.SLEEP_S + 10
+    record = store.get_campaign("c5")
+    assert record.status == "interrupted" and [c.status for c in record.cases] == ["interrupted"] * 2
+
+
 def test_a_duplicate_finish_counts_once(tmp_path: Path) -> None:
     store = ResultsStore.open(f"sqlite:///{tmp_path}/results.db")
     case = expand(load_scenario(REPO / "scenarios" / "smoke.toml"))[0]
