@@ -380,7 +380,8 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cluster: str | None, col
     ui.table(f"campaign throughput: {summary['scenario']} ({verdict.accel.value})",
              ["run", "machines", "cases", "met", "wall s", "crash points/min", "case median s",
               "lab overhead/case (median, max) s"],
-             [[str(r["run"]), str(r["jobs"]), str(r["cases"]), str(r["met"]), str(r["wall_s"]), str(r["crash_points_per_minute"]),
+             [[str(r["run"]), str(r["jobs"]), str(r["cases"]), str(r["met"]), str(r["wall_s"]),
+               str(r["crash_points_per_minute"]),
                str(r["case_median_s"]), f"{r['overhead_median_s']}, {r['overhead_max_s']}"] for r in rows])
 
 

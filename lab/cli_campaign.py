@@ -31,8 +31,9 @@ any_image_option = click.option("--any-image", is_flag=True,
                                 help="Run an exported scenario even if its image ref now resolves to another image "
                                      "than the one it pins (a warning instead of a refusal).")
 cluster_option = click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
-                               help="Run the cases on this Dask scheduler's workers (pmemlab[cluster]; "
-                                    "see 'pmemlab cluster up' and 'pmemlab worker').")
+                               help="Run the cases on this Dask scheduler's workers, as many at once as they "
+                                    "have VM slots (-j does not apply; pmemlab[cluster]; see 'pmemlab cluster "
+                                    "up' and 'pmemlab worker').")
 html_option = click.option("--html", type=click.Path(path_type=Path), default=None,
                            help="Write a self-contained HTML report here.")
 

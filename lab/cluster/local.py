@@ -3,8 +3,9 @@ processes this lab starts (each its own process group), records (pids in a state
 data directory) and stops by pid; nothing is found or killed by name.
 
 Both run as pmemlab commands (`pmemlab cluster scheduler`, hidden; `pmemlab worker`), so a leftover
-shows in `pgrep -af 'pmemlab (worker|cluster)'`. The scheduler runs with allowed-failures 0: a worker that dies mid-task fails the task at once
-(KilledWorker), and the campaign records "host lost" and retries it elsewhere.
+shows in `pgrep -af 'pmemlab (worker|cluster)'`. The scheduler runs with allowed-failures 0: a
+worker that dies mid-task fails the task at once (KilledWorker), and the campaign records "host
+lost" and retries it elsewhere.
 """
 
 from __future__ import annotations

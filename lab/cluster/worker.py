@@ -16,11 +16,18 @@ import socket
 from typing import Callable
 
 from lab.cluster.task import MACHINES
-from lab.paths import data_dir
+from lab.paths import cache_dir, data_dir
+from lab.vm.accel import HostFacts, decide_from_facts
 
 CLOSE_TIMEOUT_S = 20
 
 log = logging.getLogger(__name__)
+
+
+def accel_note() -> str:
+    """This host's accelerator verdict where its facts decide it; otherwise a KVM test boot at the first case."""
+    verdict = decide_from_facts(HostFacts.read(), "auto")
+    return f"{verdict.accel.value} ({verdict.reason})" if verdict else "KVM if a test boot at the first case works"
 
 
 def default_name() -> str:
@@ -45,7 +52,8 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
     worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),
                     dashboard=False)
     await worker
-    announce(f"worker {name}: {slots} VM slot(s) on {scheduler} (data {data_dir()}, pid {os.getpid()})")
+    announce(f"worker {name}: {slots} VM slot(s) on {scheduler}; accelerator {accel_note()}; data {data_dir()}, "
+             f"cache {cache_dir()}, pid {os.getpid()}")
     finished = asyncio.ensure_future(worker.finished())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({finished, stopping}, return_when=asyncio.FIRST_COMPLETED)
