@@ -12,13 +12,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lab.cluster.local import pmemlab_argv
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
 from lab.vm.process import wait_until
@@ -38,14 +38,15 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 class Procs:
-    """Every process the test starts (own process group each), stopped by pid on every path."""
+    """Every process the test starts (own process group each), stopped by pid on every path. They run
+    as `pmemlab ...` where the entry point is installed, so CI's leftover check sees any."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "lab.cli", *args], env=env, stdout=out,
+            proc = subprocess.Popen([*pmemlab_argv(), *args], env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                     start_new_session=True)
         self.procs.append(proc)
@@ -109,16 +110,17 @@ def test_a_killed_worker_host_loses_one_attempt_and_the_campaign_completes(image
     campaign = procs.start(["campaign", "run", str(scenario), "--cluster", address, "--accel", "tcg", "--json"],
                            base_env(PMEMLAB_DATA=str(controller)), tmp_path / "campaign.log")
 
-    # wa runs a machine (a ready snapshot's template or the case's workload): cut that host down.
+    # wa runs its case's workload machine (media in its run directory): cut that host down.
     victim_data = hosts["wa"][0].parent
-    assert wait_until(lambda: bool(qemu_of(victim_data)) or campaign.poll() is not None, 240, interval=0.1), \
+    victim_runs = hosts["wa"][0] / "runs"
+    assert wait_until(lambda: bool(qemu_of(victim_runs)) or campaign.poll() is not None, 240, interval=0.1), \
         (tmp_path / "campaign.log").read_text()[-3000:]
     assert campaign.poll() is None, "the campaign ended before the worker could be killed"
     os.killpg(workers["wa"].pid, signal.SIGKILL)
     killed_at = time.time()
     workers["wa"].wait(10)
     assert wait_until(lambda: not qemu_of(victim_data), 15), "an orphaned QEMU outlived its worker"
-    assert media_locked(victim_data) == []
+    assert list(victim_runs.rglob("*.img")) and media_locked(victim_data) == []
 
     assert campaign.wait(300) == 0, (tmp_path / "campaign.log").read_text()[-3000:]
     store = ResultsStore.open(f"sqlite:///{controller}/results.db")
