@@ -3,9 +3,10 @@
 A case is one crash point. Cases of a power-cut kind that differ only in
 their crash point (same cell, repeat and workload) share one workload run:
 freeze, capture, cont, on to the next crash point (`[crash] cuts_per_run`
-caps how many). The run yields one capture per case; each capture's
+caps how many). The run yields one capture per case; here each capture's
 recovery is a task of its own, so K recoveries run in parallel on restored
-machines. A case run alone (every other kind, a retry, `repro`) is a
+machines (on a cluster they run inside the workload run's task, on its
+worker: captures never cross hosts). A case run alone (every other kind, a retry, `repro`) is a
 workload run with one cut.
 
 One scheduler and one writer: `run_cases` plans tasks, starts and finishes
