@@ -115,7 +115,8 @@ def result_from_dict(data: dict[str, Any]) -> WorkloadResult:
                             kernel_problems=list(data.get("kernel_problems") or []),
                             timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
                             error=data.get("error"), errno=data.get("errno"),
-                            status=str(data.get("status") or "complete"))
+                            status=str(data.get("status") or "complete"),
+                            qemu_version=str(data.get("qemu_version") or ""))
     return result
 
 

@@ -273,7 +273,8 @@ class ResultsStore:
             verdict = str(result.get("verdict") or Verdict.INFRA_ERROR.value)  # no verdict is no pass
             run_dir = Path(str(result.get("run_dir") or attempt.run_dir))
             attempt.status = AttemptStatus.FINISHED.value
-            attempt.run_dir = str(run_dir)  # a cluster worker's own run directory
+            if result.get("run_dir"):
+                attempt.run_dir = str(result["run_dir"])  # where it ran: a cluster worker's own run directory
             attempt.finished_at = utcnow()
             attempt.verdict = verdict
             attempt.error = result.get("error")

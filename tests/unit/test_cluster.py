@@ -220,3 +220,19 @@ def test_a_duplicate_finish_counts_once(tmp_path: Path) -> None:
     (stored,) = store.get_campaign("c3").cases
     assert stored.infra_retries == 1 and stored.verdict == case.expect.value and stored.met_expectation
     assert [(a.verdict, a.host) for a in stored.attempts] == [("INFRA-ERROR", "w1"), (case.expect.value, "w2")]
+
+
+def test_a_result_crosses_the_wire_whole(tmp_path: Path) -> None:
+    """What a worker returns (to_dict) reads back to the same result: no field is dropped on the way."""
+    from lab.attempt import result_from_dict
+    from lab.oracles.finding import Finding
+    from lab.runner.guest_run import WorkloadResult
+    from lab.verdict import Verdict
+
+    result = WorkloadResult("mapsync", {"fs": "ext4"}, tmp_path / "run", "img", "6.1.0", "tcg", boot="cold",
+                            verdict=Verdict.VIOLATION, findings=[Finding("persistence", Verdict.VIOLATION, "lost 3",
+                                                                         {"lost": [1, 2, 3]})],
+                            metrics={"cut": {"workload_s": 1.5}}, kernel_problems=[{"kind": "oops"}],
+                            timings={"workload": 2.0, "total": 3.0}, error="x", errno=28, status="failed",
+                            qemu_version="7.2.0")
+    assert result_from_dict(result.to_dict()).to_dict() == result.to_dict()
