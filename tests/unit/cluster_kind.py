@@ -40,9 +40,9 @@ class StandInMachine:
 def run(check: Any, image: Any, accel: Any, run_dir: Path, hooks: RunHooks) -> WorkloadResult:
     started = Path(os.environ["PMEMLAB_DATA"]) / "started"
     started.mkdir(parents=True, exist_ok=True)
-    (started / f"{run_dir.name}.{os.getpid()}").write_text(str(os.getpid()))
     machine = StandInMachine(started / f"{run_dir.name}.destroyed")
-    hooks.on_machine(machine)  # type: ignore[arg-type]
+    hooks.on_machine(machine)  # type: ignore[arg-type]  # registered before it says it started
+    (started / f"{run_dir.name}.{os.getpid()}").write_text(str(os.getpid()))
     hooks.on_phase("sleeping")
     if machine.destroyed.wait(SLEEP_S):
         raise RuntimeError("the machine was destroyed")
