@@ -174,7 +174,7 @@ BAD = {
     "malformed toml": (edit("ack = 20", "ack = "), ["s.toml:15:7: not valid TOML: Invalid value"]),
     "unknown key": (edit("records = 40", "records = 40\nrecord = 3"), [
         "s.toml:8: field 'workload.record': unknown key; allowed: records, record_size, records_per_page, "
-        "prealloc, map_sync, delay_us, file_size"]),
+        "prealloc, map_sync, delay_us, file_size, flush, fence"]),
     "unknown table": (BASE + "\n[oracle]\nfsck = false\n", [
         "s.toml:24: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, crash, oracles, "
         "expect"]),
@@ -241,9 +241,9 @@ BAD = {
     "empty matrix list": (edit('["ext4", "xfs"]', "[]"), ["s.toml:10: field 'matrix.fs': must not be empty"]),
     "repeated matrix value": (edit('["ext4", "xfs"]', '["ext4", "ext4"]'), [
         "s.toml:10: field 'matrix.fs': lists \"ext4\" twice"]),
-    "unknown matrix key": (edit("map_sync = [true, false]", "map_sync = [true, false]\nflush = [\"clwb\"]"), [
-        "s.toml:12: field 'matrix.flush': unknown key; allowed: fs, dax, records, record_size, records_per_page, "
-        "prealloc, map_sync, delay_us, file_size"]),
+    "unknown matrix key": (edit("map_sync = [true, false]", "map_sync = [true, false]\nflavour = [\"clwb\"]"), [
+        "s.toml:12: field 'matrix.flavour': unknown key; allowed: fs, dax, records, record_size, records_per_page, "
+        "prealloc, map_sync, delay_us, file_size, flush, fence"]),
     "key in workload and matrix": (edit("records = 40", "records = 40\nmap_sync = true"), [
         "s.toml:12: field 'matrix.map_sync': 'map_sync' is set in both [workload] and [matrix]; keep it in one"]),
     "nvdimm too small for xfs": (edit("[workload]", "[machine]\nnvdimm_size_mib = 256\n\n[workload]"), [
