@@ -26,6 +26,8 @@ from lab.power_cut import POWER_CUT_MODEL
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.verdict import Verdict
+from lab.vm.boot import MachineShape
+from lab.vm.spec import Accel, Persistence
 from lab.workloads.mapsync import MapsyncParams
 
 
@@ -207,6 +209,14 @@ def run_group() -> None:
 @click.option("--dax", type=click.Choice([d.value for d in DaxMode]), default="always", show_default=True,
               help="Mount option; 'never' checks that MAP_SYNC is refused with EOPNOTSUPP.")
 @click.option("--keep-capture", is_flag=True, help="Keep the captured media in the run directory.")
+@click.option("--persistence", type=click.Choice([p.value for p in Persistence]), default="eadr", show_default=True,
+              help="What the cut keeps: every executed store (eadr), or only flushed+fenced lines (adr: QEMU 10 "
+                   "with the store-tracing plugin).")
+@click.option("--flush", type=click.Choice(["auto", "clwb", "clflushopt", "clflush", "nt", "none"]), default="auto",
+              show_default=True, help="How the workload persists each record (nt: non-temporal stores).")
+@click.option("--no-fence", is_flag=True, help="Leave out the fence after the flush (an ADR negative control).")
+@click.option("--adr-states", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="ADR: crash states judged beyond adr:drop-all (subsets of the unpersisted lines, seeded).")
 @cold_boot_option
 @accel_option
 @image_option
@@ -214,8 +224,8 @@ def run_group() -> None:
 @lab_errors
 def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
                 cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
-                records_per_page: int, dax: str, keep_capture: bool, cold_boot: bool, accel: str, image_name: str,
-                as_json: bool) -> None:
+                records_per_page: int, dax: str, keep_capture: bool, persistence: str, flush: str, no_fence: bool,
+                adr_states: int, cold_boot: bool, accel: str, image_name: str, as_json: bool) -> None:
     """Cut the power during a MAP_SYNC workload and judge the recovered media."""
     from lab.report.mapsync import render_result
     from lab.runner.guest_run import RunHooks
@@ -224,13 +234,19 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     ui = UI(as_json)
     crash = crash_point(records, cut_after, cut_random, seed, cut_at_seconds)
     params = MapsyncParams.from_options(records=records, record_size=record_size, records_per_page=records_per_page,
-                                        prealloc=prealloc, map_sync=not no_map_sync)
+                                        prealloc=prealloc, map_sync=not no_map_sync, flush=flush,
+                                        fence=not no_fence)
+    model = Persistence(persistence)
     check = mapsync_kind.MapsyncCheck(Filesystem(fs), DaxMode(dax), params, crash, seed=seed,
-                                      keep_capture=keep_capture)
+                                      keep_capture=keep_capture, shape=MachineShape(persistence=model),
+                                      adr_states=adr_states if model is Persistence.ADR else 0)
     img, verdict = image_and_accel(image_name, accel)
+    if model is Persistence.ADR:
+        require_adr(verdict.accel)  # before any machine boots
     run_dir = new_run_dir("mapsync")
     boot = boot_mode(cold_boot)
-    ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, "
+    ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, {model.value} model, "
+            f"flush {flush}{' without fence' if no_fence else ''}, "
             f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
             f"{verdict.accel.value}, {boot.value} machines")
     result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
@@ -241,6 +257,16 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     if not as_json:
         render_result(ui, result)
     raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
+
+
+def require_adr(accel: Accel) -> None:
+    """The ADR model's QEMU and plugin, checked (and the plugin built) before a machine boots."""
+    from lab.adr.plugin import plugin_path
+    from lab.adr.qemu import find_adr_qemu
+
+    if accel is not Accel.TCG:
+        raise ConfigError(f"--persistence adr traces stores with a TCG plugin: use --accel tcg, not {accel.value}")
+    plugin_path(find_adr_qemu())
 
 
 def crash_point(records: int, cut_after: int | None, cut_random: bool, seed: int,
