@@ -26,6 +26,7 @@ from lab.power_cut import POWER_CUT_MODEL
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.verdict import Verdict
+from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import Accel, Persistence
 from lab.workloads.mapsync import MapsyncParams
@@ -319,17 +320,28 @@ def bench_boot(runs: int, accel: str, image_name: str, as_json: bool) -> None:
 @click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
 @click.option("--records", type=int, default=100, show_default=True)
+@click.option("--persistence", type=click.Choice(["adr"]), default=None,
+              help="Compare the eADR and ADR models instead of cold and restored machines.")
+@click.option("--flush", type=click.Choice(["auto", "clwb", "clflushopt", "clflush", "nt", "none"]), default="auto",
+              show_default=True, help="With --persistence: how the workload persists records.")
+@click.option("--adr-states", type=click.IntRange(0, 64), default=8, show_default=True,
+              help="With --persistence: ADR crash states beyond adr:drop-all per cut.")
 @accel_option
 @image_option
 @json_option
 @lab_errors
-def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str, as_json: bool) -> None:
+def bench_mapsync(runs: int, fs: str, records: int, persistence: str | None, flush: str, adr_states: int, accel: str,
+                  image_name: str, as_json: bool) -> None:
     """Full crash points (machine .. oracles) on both paths, cold boots and restored ready snapshots,
-    interleaved: medians, per-phase medians, speedup."""
+    interleaved: medians, per-phase medians, speedup. With --persistence adr: eADR beside ADR."""
     from lab.bench import mapsync_paths
 
     ui = UI(as_json)
     img, verdict = image_and_accel(image_name, accel)
+    if persistence is not None:
+        require_adr(verdict.accel)
+        _bench_models(ui, img, verdict, Filesystem(fs), records, runs, flush, adr_states, as_json)
+        return
     run_dir = new_run_dir("bench-mapsync")
     summary = mapsync_paths(img, verdict, Filesystem(fs), records, runs, run_dir, progress=ui.info)
     write_json(run_dir / "result.json", summary)
@@ -343,6 +355,26 @@ def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str,
     phases = list(dict.fromkeys([*cold["phase_median_s"], *snap["phase_median_s"]]))
     ui.table("median seconds per phase", ["phase", "cold", "snapshot"],
              [[p, _seconds(cold["phase_median_s"].get(p)), _seconds(snap["phase_median_s"].get(p))] for p in phases])
+
+
+def _bench_models(ui: UI, img: image_cache.Image, verdict: AccelVerdict, fs: Filesystem, records: int, runs: int,
+                  flush: str, adr_states: int, as_json: bool) -> None:
+    from lab.bench import mapsync_models
+
+    run_dir = new_run_dir("bench-mapsync-adr")
+    summary = mapsync_models(img, verdict, fs, records, runs, run_dir, flush, adr_states, progress=ui.info)
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+        return
+    eadr, adr = summary["eadr"], summary["adr"]
+    ui.info(f"mapsync over {runs} runs ({verdict.accel.value}, {fs.value}, {records} records, flush {flush}): eadr "
+            f"median {eadr['median_s']:.2f} s, adr median {adr['median_s']:.2f} s; armed-window (workload) slowdown "
+            f"{summary['armed_window_slowdown']}x; ADR crash states per cut {summary['crash_states_per_cut_median']} "
+            f"({summary['unpersisted_lines_median']} unpersisted lines), {summary['crash_states_per_second']} per second")
+    phases = list(dict.fromkeys([*eadr["phase_median_s"], *adr["phase_median_s"]]))
+    ui.table("median seconds per phase", ["phase", "eadr", "adr"],
+             [[p, _seconds(eadr["phase_median_s"].get(p)), _seconds(adr["phase_median_s"].get(p))] for p in phases])
 
 
 def _seconds(value: float | None) -> str:

@@ -226,3 +226,18 @@ def test_the_adr_scenario_expands_to_cells_with_the_model_and_exports_them() -> 
     assert all(c.check.shape.persistence is Persistence.EADR and c.check.adr_states == 0 for c in eadr)
     text = export_case_scenario(adr[1])  # the export reproduces the case exactly (it checks itself)
     assert 'persistence = ["adr"]' in text and "adr_states = 4" in text
+
+
+def test_doctor_names_the_models_this_host_supports(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lab.doctor import check_persistence_models
+
+    monkeypatch.setenv("PMEMLAB_ADR_QEMU", str(tmp_path / "no-qemu"))
+    check = check_persistence_models()
+    assert check.ok and check.detail.startswith("eadr only: ") and check.data["models"] == ["eadr"]
+    monkeypatch.delenv("PMEMLAB_ADR_QEMU")
+    try:
+        qemu_mod.find_adr_qemu()
+    except ConfigError:
+        return
+    check = check_persistence_models()
+    assert check.data["models"] == ["eadr", "adr"] and "10." in check.detail
