@@ -47,9 +47,11 @@ def plugin_path(qemu: AdrQemu, source: Path | None = None) -> Path:
     if not source.is_file():
         raise ConfigError(f"the ADR plugin source is missing: {source}")
     glib = _glib_cflags()
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise PluginBuildError("the ADR plugin is compiled on this host: gcc not found (apt-get install gcc libc6-dev)")
     digest = hashlib.sha256()
-    for part in (source.read_bytes(), qemu.header.read_bytes(), " ".join(glib).encode(),
-                 shutil.which("gcc").encode() if shutil.which("gcc") else b"no gcc"):
+    for part in (source.read_bytes(), qemu.header.read_bytes(), " ".join(glib).encode(), gcc.encode()):
         digest.update(hashlib.sha256(part).digest())
     out = cache_dir() / "plugins" / digest.hexdigest()[:16] / "adrtrace.so"
     if out.is_file():

@@ -53,7 +53,8 @@ class AdrCut:
 def nvdimm_range(machine: Machine) -> tuple[int, int]:
     """Guest-physical base and size of the machine's first NVDIMM."""
     assert machine.qmp is not None
-    for device in machine.qmp.execute("query-memory-devices", timeout=10.0) or []:
+    devices = machine.qmp.execute("query-memory-devices", timeout=10.0)
+    for device in devices if isinstance(devices, list) else []:
         if device.get("type") == "nvdimm":
             data = device.get("data") or {}
             return int(data["addr"]), int(data["size"])
@@ -65,7 +66,10 @@ def arm(machine: Machine, dest_dir: Path) -> AdrTrace:
     if machine.plugin is None:
         raise MachineError(f"machine {machine.spec.name!r} has no ADR plugin loaded")
     base, size = nvdimm_range(machine)
-    arm_s = machine.plugin.arm(base, size, poke=lambda: machine.run(["true"], timeout=10, check=False))
+    def poke() -> None:  # any guest activity: a vCPU wakes and runs the plugin's reset
+        machine.run(["true"], timeout=10, check=False)
+
+    arm_s = machine.plugin.arm(base, size, poke=poke)
     machine.freeze()
     try:
         baseline = capture_file(machine.spec.nvdimms[0].backing_file, dest_dir / "adr-baseline.img").path
