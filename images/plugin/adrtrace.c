@@ -30,7 +30,8 @@
  * Dump (text): "pmemlab-adrtrace 1", "range BASE SIZE", "counts k=v ...", then per line with
  * pending stores "line ADDR MASK SHADOW" (SHADOW: the bytes persisted stores wrote since arming,
  * MASK: which of the 64 bytes they cover) followed by its stores in program order
- * "s SEQ VCPU ADDR SIZE STATE VALUE" (STATE u: not flushed, f: flushed, awaiting a fence), and
+ * "s SEQ VCPU ADDR SIZE STATE VALUE PC" (STATE u: not flushed, f: flushed, awaiting a fence; PC:
+ * the storing instruction's virtual address), and
  * "end LINES STORES". A dump without its end line is truncated.
  */
 #include <errno.h>
@@ -55,7 +56,7 @@ enum insn_kind { K_NONE, K_CLWB, K_CLFLUSHOPT, K_CLFLUSH, K_FENCE, K_WBINVD };
 enum store_state { ST_UNFLUSHED = 'u', ST_FLUSHED = 'f' };
 
 typedef struct {
-	uint64_t seq, addr;
+	uint64_t seq, addr, pc; /* pc: the storing instruction's virtual address (symbolised by the host) */
 	uint8_t size, vcpu, state, flusher;
 	uint8_t val[16];
 } pstore;
@@ -221,14 +222,13 @@ static gboolean wbinvd_one(gpointer key, gpointer value, gpointer data)
 
 /* -- callbacks while armed ------------------------------------------------------------- */
 
-static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+static void store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, uint64_t pc, int nt)
 {
 	struct qemu_plugin_hwaddr *hw;
 	qemu_plugin_mem_value mv;
 	uint8_t bytes[16];
 	unsigned size;
 	uint64_t pa;
-	int nt = udata != NULL;
 
 	if (!qemu_plugin_mem_is_store(info) || vcpu >= MAX_VCPUS)
 		return;
@@ -263,7 +263,7 @@ static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vad
 		uint64_t a = pa + done, la = a & ~(uint64_t)(LINE - 1);
 		unsigned n = (unsigned)MIN(size - done, la + LINE - a);
 		pline *l = line_at(la, 1);
-		pstore s = { .seq = seq++, .addr = a, .size = (uint8_t)n, .vcpu = (uint8_t)vcpu,
+		pstore s = { .seq = seq++, .addr = a, .pc = pc, .size = (uint8_t)n, .vcpu = (uint8_t)vcpu,
 			     .state = ST_UNFLUSHED };
 
 		memcpy(s.val, bytes + done, n);
@@ -277,6 +277,17 @@ static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vad
 		done += n;
 	}
 	pthread_mutex_unlock(&lock);
+}
+
+/* The mem callbacks' userdata is the instruction's address: no allocation per translation. */
+static void on_store(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+	store(vcpu, info, vaddr, (uint64_t)(uintptr_t)udata, 0);
+}
+
+static void on_store_nt(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+	store(vcpu, info, vaddr, (uint64_t)(uintptr_t)udata, 1);
 }
 
 static uint64_t read_reg(unsigned vcpu, int r)
@@ -496,7 +507,6 @@ static enum insn_kind classify(const uint8_t *b, size_t n, flush_op *op, int *nt
 	}
 }
 
-static char nt_marker; /* mem callback userdata: a non-temporal store */
 static char wbinvd_marker;
 
 static void tb_armed(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
@@ -555,8 +565,8 @@ static void tb_armed(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 		int nt;
 		enum insn_kind kind = classify(bytes, len, &op, &nt);
 
-		qemu_plugin_register_vcpu_mem_cb(insn, on_store, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_W,
-						 nt ? &nt_marker : NULL);
+		qemu_plugin_register_vcpu_mem_cb(insn, nt ? on_store_nt : on_store, QEMU_PLUGIN_CB_NO_REGS,
+						 QEMU_PLUGIN_MEM_W, (void *)(uintptr_t)qemu_plugin_insn_vaddr(insn));
 		switch (kind) {
 		case K_CLWB: case K_CLFLUSHOPT: case K_CLFLUSH: {
 			flush_op *keep = g_new(flush_op, 1); /* lives as long as the translation: never freed */
@@ -609,7 +619,7 @@ static int dump(const char *path, uint64_t *n_lines, uint64_t *n_st)
 			fprintf(f, "s %" PRIu64 " %u 0x%" PRIx64 " %u %c ", s->seq, s->vcpu, s->addr, s->size, s->state);
 			for (unsigned j = 0; j < s->size; j++)
 				fprintf(f, "%02x", s->val[j]);
-			fputc('\n', f);
+			fprintf(f, " 0x%" PRIx64 "\n", s->pc);
 		}
 	}
 	fprintf(f, "end %" PRIu64 " %" PRIu64 "\n", *n_lines, *n_st);

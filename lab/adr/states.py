@@ -41,6 +41,7 @@ class PendingStore:
     addr: int  # guest-physical
     value: bytes
     flushed: bool  # flushed, waiting for a fence
+    pc: int = 0  # the storing instruction's virtual address (symbolise with the guest's /proc/kallsyms)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def parse_dump(path: Path, expected: tuple[int, int] | None = None) -> AdrDump:
                 current = []
             elif parts[0] == "s" and current is not None and header is not None:
                 store = PendingStore(int(parts[1]), int(parts[2]), int(parts[3], 16), bytes.fromhex(parts[6]),
-                                     parts[5] == "f")
+                                     parts[5] == "f", int(parts[7], 16) if len(parts) > 7 else 0)
                 if len(store.value) != int(parts[4]) or not header[0] <= store.addr <= header[0] + LINE - len(store.value):
                     raise ValueError(f"bad store {row!r}")
                 current.append(store)
