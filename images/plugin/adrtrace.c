@@ -83,8 +83,10 @@ static qemu_plugin_id_t plugin_id;
 static int ctl_fd = -1;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t reply_lock = PTHREAD_MUTEX_INITIALIZER;
-static volatile int want; /* 0 none, 1 arm, 2 disarm: done by the next vCPU callback */
-static int armed;
+/* The state the host asked for, reached by the next vCPU callback through a plugin reset. A
+ * reset that finds it reached already (a second vCPU raced the first) only re-registers. */
+static volatile int target;
+static volatile int armed;
 static uint64_t range_base, range_size;
 static GHashTable *lines;  /* line address -> pline* */
 static GHashTable *vpages; /* virtual page -> physical page */
@@ -513,30 +515,33 @@ static void tb_armed(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 static void tb_disarmed(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 static void vcpu_poke(qemu_plugin_id_t id, unsigned int vcpu);
 
+/* Runs with every vCPU stopped, after the translated code was flushed and every callback
+ * unregistered: register the callbacks of the target state. */
 static void after_reset(qemu_plugin_id_t id)
 {
-	int w = want;
+	int t = target, changed;
 
-	want = 0;
 	pthread_mutex_lock(&lock);
-	armed = w == 1;
-	if (armed)
-		reset_tables();
+	changed = t != armed;
+	if (changed) {
+		armed = t;
+		if (armed)
+			reset_tables();
+	}
 	pthread_mutex_unlock(&lock);
-	qemu_plugin_register_vcpu_tb_trans_cb(id, armed ? tb_armed : tb_disarmed);
+	qemu_plugin_register_vcpu_tb_trans_cb(id, t ? tb_armed : tb_disarmed);
 	qemu_plugin_register_vcpu_idle_cb(id, vcpu_poke);
 	qemu_plugin_register_vcpu_resume_cb(id, vcpu_poke);
-	reply(armed ? "armed" : "disarmed");
+	if (changed)
+		reply(t ? "armed" : "disarmed");
 }
 
+/* From a vCPU (qemu_plugin_reset flushes translated code only when called from one); QEMU drops a
+ * request while a reset is pending. */
 static void request_reset(void)
 {
-	static volatile int requested;
-
-	if (want && !__atomic_exchange_n(&requested, 1, __ATOMIC_ACQ_REL)) {
+	if (target != armed)
 		qemu_plugin_reset(plugin_id, after_reset);
-		__atomic_store_n(&requested, 0, __ATOMIC_RELEASE);
-	}
 }
 
 static void vcpu_poke(qemu_plugin_id_t id, unsigned int vcpu)
@@ -636,13 +641,23 @@ static void command(char *cmd)
 	if (!strcmp(cmd, "ping")) {
 		reply("pong");
 	} else if (sscanf(cmd, "arm %lli %lli", &base, &size) == 2 && size > 0) {
+		int already;
 		pthread_mutex_lock(&lock);
 		range_base = base;
 		range_size = size;
+		already = armed && target;
+		if (already) /* re-arming: a fresh start on the new range, no retranslation needed */
+			reset_tables();
 		pthread_mutex_unlock(&lock);
-		want = 1;
+		if (already)
+			reply("armed");
+		else
+			target = 1;
 	} else if (!strcmp(cmd, "disarm")) {
-		want = 2;
+		if (!armed && !target)
+			reply("disarmed");
+		else
+			target = 0;
 	} else if (sscanf(cmd, "dump %4095s", path) == 1) {
 		uint64_t nl = 0, ns = 0;
 		int rc;

@@ -106,3 +106,20 @@ def test_a_qemu_without_the_plugin_api_is_refused_before_any_boot(tmp_path: Path
         assert "needs QEMU >= 9.2" in out.stderr and "version 7." in out.stderr and "bootstrap.sh" in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not list(tmp_path.rglob("*.console.log")), "no machine was started"
+
+
+def test_a_truncated_dump_is_an_infra_error(image: Image, accel: AccelVerdict, run_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin's real dump, cut short on the host before it is read: never a verdict on it."""
+    from lab.adr import states
+    from lab.crash import adr_cut
+
+    def truncated(path: Path, expected: tuple[int, int] | None = None) -> states.AdrDump:
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+        return states.parse_dump(path, expected)
+
+    monkeypatch.setattr(adr_cut, "parse_dump", truncated)
+    result = mapsync(Filesystem.EXT4, image, accel, run_dir, flush="none")
+    assert result.verdict is Verdict.INFRA_ERROR, result.to_dict()
+    assert "truncated" in (result.error or "") + " ".join(f.summary for f in result.findings)
