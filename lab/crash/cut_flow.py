@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Self, Sequence
@@ -165,6 +165,9 @@ class CutPlan:
     judge_failure: Callable[[CommandResult], list[Finding] | None] = lambda _: None
     workload_timeout: float = WORKLOAD_TIMEOUT_S
     keep_capture: bool = False
+    # ADR: per trigger, (crash states beyond adr:drop-all, seed) of the check cut there, so a case's
+    # states are the same whether it shares a workload run or runs alone (repro).
+    adr_states: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -271,8 +274,9 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
                 states: adr_cut.AdrCut | None = None
                 if trace is not None:
                     with run.phase("adr_states"):
-                        states = adr_cut.cut_states(trace, machine, captures[0], captures[0].path.parent,
-                                                    getattr(run.check, "adr_states", 0), getattr(run.check, "seed", 0))
+                        count, seed = (plan.adr_states[index] if index < len(plan.adr_states) else
+                                       (getattr(run.check, "adr_states", 0), getattr(run.check, "seed", 0)))
+                        states = adr_cut.cut_states(trace, machine, captures[0], captures[0].path.parent, count, seed)
                 outcome.cuts.append(PreCut(index, trigger, cut, issued, mnt, stdout, stderr, machine.events.snapshot(),
                                            finished is not None, finished, captures, _size(outcome.console),
                                            dict(run.timer.timings), states))
@@ -441,6 +445,8 @@ def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image
     order = sorted(range(len(checks)), key=lambda i: checks[i].trigger.order())
     triggers = tuple(checks[i].trigger for i in order)
     plan = power.plan(checks[order[0]], triggers)
+    plan = replace(plan, adr_states=tuple((getattr(checks[i], "adr_states", 0), getattr(checks[i], "seed", 0))
+                                          for i in order))
     workload_dir = workload_dir or run_dirs[0]
     workload_dir.mkdir(parents=True, exist_ok=True)
     workload = GuestRun(kind, checks[order[0]], image, accel, workload_dir, hooks)

@@ -123,3 +123,22 @@ def test_a_truncated_dump_is_an_infra_error(image: Image, accel: AccelVerdict, r
     result = mapsync(Filesystem.EXT4, image, accel, run_dir, flush="none")
     assert result.verdict is Verdict.INFRA_ERROR, result.to_dict()
     assert "truncated" in (result.error or "") + " ".join(f.summary for f in result.findings)
+
+
+def test_each_case_of_a_shared_run_gets_its_own_seeded_states(image: Image, accel: AccelVerdict,
+                                                              tmp_path: Path) -> None:
+    """Two crash points of one workload run: each case's random states carry its own seed, as a
+    repro of that case alone would draw them."""
+    from lab.crash.cut_flow import cut_workload
+    from lab.workloads.mapsync_kind import POWER_CUT
+
+    checks = [MapsyncCheck(Filesystem.EXT4, DaxMode.ALWAYS, MapsyncParams(records=30, flush="none"),
+                           CrashPoint(after_ack=ack), shape=ADR, adr_states=2, seed=seed)
+              for ack, seed in ((20, 11), (8, 12))]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    jobs = cut_workload("mapsync", POWER_CUT, checks, image, accel, dirs, RunHooks())
+    results = [job(RunHooks()) for job in jobs]
+    assert [r.verdict for r in results] == [Verdict.VIOLATION, Verdict.VIOLATION], [r.to_dict() for r in results]
+    ids = [[s["id"] for s in r.metrics["crash_state"]["states"]] for r in results]
+    assert ids == [["adr:drop-all", "adr:random:11:0", "adr:random:11:1"],
+                   ["adr:drop-all", "adr:random:12:0", "adr:random:12:1"]], ids
