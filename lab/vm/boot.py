@@ -62,6 +62,19 @@ def lab_spec(image: Image, name: str, workdir: Path, media: list[Path], accel: A
     return spec
 
 
+def qemu_binary_for(shape: MachineShape) -> str:
+    """The QEMU a machine of this shape runs (recorded with its results); the default QEMU's name
+    when the ADR model's QEMU is missing (making the machine then says why)."""
+    if shape.persistence is Persistence.ADR:
+        from lab.adr.qemu import find_adr_qemu
+
+        try:
+            return str(find_adr_qemu().binary)
+        except ConfigError:
+            pass
+    return MachineSpec.qemu_binary
+
+
 def adr_spec(spec: MachineSpec) -> MachineSpec:
     """`spec` on the ADR model's QEMU with the tracing plugin loaded (disarmed); a ConfigError
     before any machine boots when this host lacks them."""

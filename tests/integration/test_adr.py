@@ -54,6 +54,7 @@ def test_no_flush_loses_acknowledged_records_under_adr(image: Image, accel: Acce
     result = mapsync(Filesystem.EXT4, image, accel, run_dir, flush="none", adr_states=3)
     assert result.verdict is Verdict.VIOLATION, result.to_dict()
     assert result.check["persistence"] == "adr"
+    assert result.qemu_version.startswith("10."), result.qemu_version  # the ADR model's QEMU, recorded
     state = result.metrics["crash_state"]
     assert state["model"] == "adr" and state["unpersisted_lines"] >= 21
     assert [s["id"] for s in state["states"]] == ["adr:drop-all", "adr:random:3:0", "adr:random:3:1", "adr:random:3:2"]
