@@ -16,13 +16,29 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e2fsprogs xfsprogs
               gcc libc6-dev util-linux python3 python3-venv)
+# The ADR persistence model's QEMU 10 (unpacked privately by images/qemu-adr.sh) links these; its
+# plugin is compiled against glib.
+APT_PACKAGES+=(pkg-config libglib2.0-dev libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libibverbs1
+               libjpeg62-turbo libnuma1 libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2
+               libslirp0 liburing2 libvdeplug2 libzstd1)
+
+# Debian 12: bookworm-backports (binaries and sources) for the ADR model's QEMU 10; nothing is
+# installed from it (backports are never preferred by apt), images/qemu-adr.sh only downloads.
+BACKPORTS=/etc/apt/sources.list.d/pmemlab-bookworm-backports.sources
+added_backports=0
+if grep -qs 'VERSION_CODENAME=bookworm' /etc/os-release && [ ! -f "$BACKPORTS" ]; then
+    echo "bootstrap: adding the bookworm-backports apt source ($BACKPORTS)"
+    printf 'Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        | $SUDO tee "$BACKPORTS" >/dev/null
+    added_backports=1
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 # The image builder asks apt for Debian's kernel package: apt's lists must be there.
-if [ "${#missing[@]}" -gt 0 ] || ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+if [ "${#missing[@]}" -gt 0 ] || [ "$added_backports" = 1 ] || ! apt-cache policy linux-image-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     echo "bootstrap: apt-get update"
     $SUDO apt-get update -qq
 fi
@@ -45,6 +61,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 .venv/bin/pmemlab image build
+# QEMU 10 for `persistence = "adr"`, unpacked into the cache beside (not over) the system QEMU.
+if grep -qs 'VERSION_CODENAME=bookworm' /etc/os-release; then
+    images/qemu-adr.sh >/dev/null
+fi
 
 case "${1:-run}" in
     run)

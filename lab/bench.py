@@ -15,6 +15,7 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import DEFAULT_NVDIMM_SIZE, MachineShape, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
+from lab.vm.spec import Persistence
 
 
 def boot_times(image: Image, accel: AccelVerdict, runs: int, run_dir: Path,
@@ -40,14 +41,15 @@ def _median(values: list[float]) -> float:
 
 
 def _mapsync_run(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, boot: BootMode,
-                 workdir: Path) -> tuple[float, WorkloadResult]:
+                 workdir: Path, shape: MachineShape = MachineShape(), flush: str = "auto",
+                 adr_states: int = 0) -> tuple[float, WorkloadResult]:
     from lab.crash.point import CrashPoint
     from lab.guest.pmem import DaxMode
     from lab.workloads import mapsync_kind
     from lab.workloads.mapsync import MapsyncParams
 
-    check = mapsync_kind.MapsyncCheck(fs, DaxMode.ALWAYS, MapsyncParams(records=records),
-                                      CrashPoint(after_ack=records * 3 // 5))
+    check = mapsync_kind.MapsyncCheck(fs, DaxMode.ALWAYS, MapsyncParams(records=records, flush=flush),  # type: ignore[arg-type]
+                                      CrashPoint(after_ack=records * 3 // 5), shape=shape, adr_states=adr_states)
     workdir.mkdir(parents=True)
     started = time.monotonic()
     result = mapsync_kind.run(check, image, accel, workdir, RunHooks(boot=boot))
@@ -87,6 +89,45 @@ def mapsync_paths(image: Image, accel: AccelVerdict, fs: Filesystem, records: in
     return {"runs": runs, "fs": fs.value, "records": records, "accelerator": accel.accel.value,
             "snapshot_ready_s": warm_s, "cold": paths["cold"], "snapshot": paths["snapshot"],
             "speedup": round(paths["cold"]["median_s"] / paths["snapshot"]["median_s"], 2), "run_dir": str(run_dir)}
+
+
+def mapsync_models(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, runs: int, run_dir: Path,
+                   flush: str = "auto", adr_states: int = 8,
+                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """eADR beside ADR on restored machines, interleaved: wall and per-phase medians, the armed
+    window's slowdown (the workload phase, traced only under ADR), and ADR crash states per cut and
+    per second of state generation (dump, parse, images)."""
+    shapes = {"eadr": MachineShape(), "adr": MachineShape(persistence=Persistence.ADR)}
+    warm_s = {name: warm_snapshots(image, accel, shape, [fs]) for name, shape in shapes.items()}
+    samples: dict[str, list[tuple[float, WorkloadResult]]] = {name: [] for name in shapes}
+    for i in range(runs):
+        for name, shape in shapes.items():
+            wall, result = _mapsync_run(image, accel, fs, records, BootMode.SNAPSHOT, run_dir / f"{name}-{i}", shape,
+                                        flush, adr_states if name == "adr" else 0)
+            samples[name].append((wall, result))
+            progress(f"run {i + 1}/{runs} {name}: {wall:.2f} s, {result.verdict.value}")
+    models: dict[str, dict[str, Any]] = {}
+    for name, runs_of in samples.items():
+        walls = [w for w, _ in runs_of]
+        phases: dict[str, list[float]] = {}
+        for _, result in runs_of:
+            for phase, seconds in result.timings.items():
+                phases.setdefault(phase, []).append(seconds)
+        models[name] = {"median_s": _median(walls), "samples_s": [round(w, 3) for w in walls],
+                        "verdicts": [r.verdict.value for _, r in runs_of],
+                        "phase_median_s": {k: _median(v) for k, v in phases.items()}}
+    states = [len(r.metrics["crash_state"]["states"]) for _, r in samples["adr"] if "crash_state" in r.metrics]
+    state_s = [r.timings.get("adr_states", 0.0) for _, r in samples["adr"] if "crash_state" in r.metrics]
+    lines = [r.metrics["crash_state"]["unpersisted_lines"] for _, r in samples["adr"] if "crash_state" in r.metrics]
+    eadr_w = models["eadr"]["phase_median_s"].get("workload") or 0.0
+    adr_w = models["adr"]["phase_median_s"].get("workload") or 0.0
+    return {"runs": runs, "fs": fs.value, "records": records, "flush": flush, "adr_states": adr_states,
+            "accelerator": accel.accel.value, "snapshot_ready_s": warm_s, "eadr": models["eadr"], "adr": models["adr"],
+            "armed_window_slowdown": round(adr_w / eadr_w, 2) if eadr_w else None,
+            "unpersisted_lines_median": statistics.median(lines) if lines else None,
+            "crash_states_per_cut_median": statistics.median(states) if states else None,
+            "crash_states_per_second": round(sum(states) / sum(state_s), 1) if sum(state_s) else None,
+            "run_dir": str(run_dir)}
 
 
 def restore_times(image: Image, accel: AccelVerdict, fs: Filesystem, runs: int, run_dir: Path,

@@ -132,7 +132,8 @@ def expand(scenario: Scenario) -> list[Case]:
             for index, point in enumerate(points):
                 seed = seed_for(index)
                 check = kind.make_check(CheckSpec(fs=scenario.fs(cell), dax=scenario.dax(cell), params=params,
-                                                  crash=point, shape=scenario.shape, seed=seed))
+                                                  crash=point, shape=scenario.shape_for(cell), seed=seed,
+                                                  adr_states=scenario.adr_states))
                 cases.append(Case(id=case_id(scenario.content_hash, cell, repeat, index), scenario=scenario.name,
                                   scenario_hash=scenario.content_hash, workload=kind.name, cell=dict(cell),
                                   cell_key=key, repeat=repeat, crash_index=index, seed=seed, expect=expect,
@@ -183,7 +184,7 @@ def export_case_scenario(case: Case, pin: ImagePin | None = None) -> str:
         "[matrix]",
         *(f"{key} = [{_toml(value)}]" for key, value in case.cell.items()),
         "",
-        *(["[crash]", *_crash_lines(crash), ""] if crash is not None else []),
+        *(["[crash]", *_crash_lines(crash, getattr(case.check, "adr_states", 0)), ""] if crash is not None else []),
         "[oracles]",
         *(f"{key} = {_toml(value)}" for key, value in case.oracles.items()),
         "",
@@ -208,11 +209,12 @@ def _pin_lines(pin: ImagePin | None) -> list[str]:
     return lines
 
 
-def _crash_lines(crash: CrashPoint) -> list[str]:
+def _crash_lines(crash: CrashPoint, adr_states: int = 0) -> list[str]:
+    states = [f"adr_states = {adr_states}"] if adr_states else []
     if crash.after_ack is not None:
         seed = [f"seed = {crash.seed}  # the seed this ack was drawn with"] if crash.seed is not None else []
-        return ['strategy = "after_ack"', f"ack = {crash.after_ack}", *seed]
-    return ['strategy = "time_offsets"', f"seconds = [{_toml(float(crash.after_seconds or 0.0))}]"]
+        return ['strategy = "after_ack"', f"ack = {crash.after_ack}", *seed, *states]
+    return ['strategy = "time_offsets"', f"seconds = [{_toml(float(crash.after_seconds or 0.0))}]", *states]
 
 
 def _check_export(case: Case, text: str, pin: ImagePin | None) -> None:

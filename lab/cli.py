@@ -27,6 +27,9 @@ from lab.power_cut import POWER_CUT_MODEL
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.verdict import Verdict
+from lab.vm.accel import AccelVerdict
+from lab.vm.boot import MachineShape
+from lab.vm.spec import Accel, Persistence
 from lab.workloads.mapsync import MapsyncParams
 
 
@@ -208,6 +211,14 @@ def run_group() -> None:
 @click.option("--dax", type=click.Choice([d.value for d in DaxMode]), default="always", show_default=True,
               help="Mount option; 'never' checks that MAP_SYNC is refused with EOPNOTSUPP.")
 @click.option("--keep-capture", is_flag=True, help="Keep the captured media in the run directory.")
+@click.option("--persistence", type=click.Choice([p.value for p in Persistence]), default="eadr", show_default=True,
+              help="What the cut keeps: every executed store (eadr), or only flushed+fenced lines (adr: QEMU 10 "
+                   "with the store-tracing plugin).")
+@click.option("--flush", type=click.Choice(["auto", "clwb", "clflushopt", "clflush", "nt", "none"]), default="auto",
+              show_default=True, help="How the workload persists each record (nt: non-temporal stores).")
+@click.option("--no-fence", is_flag=True, help="Leave out the fence after the flush (an ADR negative control).")
+@click.option("--adr-states", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="ADR: crash states judged beyond adr:drop-all (subsets of the unpersisted lines, seeded).")
 @cold_boot_option
 @accel_option
 @image_option
@@ -215,8 +226,8 @@ def run_group() -> None:
 @lab_errors
 def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
                 cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
-                records_per_page: int, dax: str, keep_capture: bool, cold_boot: bool, accel: str, image_name: str,
-                as_json: bool) -> None:
+                records_per_page: int, dax: str, keep_capture: bool, persistence: str, flush: str, no_fence: bool,
+                adr_states: int, cold_boot: bool, accel: str, image_name: str, as_json: bool) -> None:
     """Cut the power during a MAP_SYNC workload and judge the recovered media."""
     from lab.report.mapsync import render_result
     from lab.runner.guest_run import RunHooks
@@ -225,13 +236,19 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     ui = UI(as_json)
     crash = crash_point(records, cut_after, cut_random, seed, cut_at_seconds)
     params = MapsyncParams.from_options(records=records, record_size=record_size, records_per_page=records_per_page,
-                                        prealloc=prealloc, map_sync=not no_map_sync)
+                                        prealloc=prealloc, map_sync=not no_map_sync, flush=flush,
+                                        fence=not no_fence)
+    model = Persistence(persistence)
     check = mapsync_kind.MapsyncCheck(Filesystem(fs), DaxMode(dax), params, crash, seed=seed,
-                                      keep_capture=keep_capture)
+                                      keep_capture=keep_capture, shape=MachineShape(persistence=model),
+                                      adr_states=adr_states if model is Persistence.ADR else 0)
     img, verdict = image_and_accel(image_name, accel)
+    if model is Persistence.ADR:
+        require_adr(verdict.accel)  # before any machine boots
     run_dir = new_run_dir("mapsync")
     boot = boot_mode(cold_boot)
-    ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, "
+    ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, {model.value} model, "
+            f"flush {flush}{' without fence' if no_fence else ''}, "
             f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
             f"{verdict.accel.value}, {boot.value} machines")
     result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
@@ -242,6 +259,16 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     if not as_json:
         render_result(ui, result)
     raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
+
+
+def require_adr(accel: Accel) -> None:
+    """The ADR model's QEMU and plugin, checked (and the plugin built) before a machine boots."""
+    from lab.adr.plugin import plugin_path
+    from lab.adr.qemu import find_adr_qemu
+
+    if accel is not Accel.TCG:
+        raise ConfigError(f"--persistence adr traces stores with a TCG plugin: use --accel tcg, not {accel.value}")
+    plugin_path(find_adr_qemu())
 
 
 def crash_point(records: int, cut_after: int | None, cut_random: bool, seed: int,
@@ -294,17 +321,28 @@ def bench_boot(runs: int, accel: str, image_name: str, as_json: bool) -> None:
 @click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
 @click.option("--records", type=int, default=100, show_default=True)
+@click.option("--persistence", type=click.Choice(["adr"]), default=None,
+              help="Compare the eADR and ADR models instead of cold and restored machines.")
+@click.option("--flush", type=click.Choice(["auto", "clwb", "clflushopt", "clflush", "nt", "none"]), default="auto",
+              show_default=True, help="With --persistence: how the workload persists records.")
+@click.option("--adr-states", type=click.IntRange(0, 64), default=8, show_default=True,
+              help="With --persistence: ADR crash states beyond adr:drop-all per cut.")
 @accel_option
 @image_option
 @json_option
 @lab_errors
-def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str, as_json: bool) -> None:
+def bench_mapsync(runs: int, fs: str, records: int, persistence: str | None, flush: str, adr_states: int, accel: str,
+                  image_name: str, as_json: bool) -> None:
     """Full crash points (machine .. oracles) on both paths, cold boots and restored ready snapshots,
-    interleaved: medians, per-phase medians, speedup."""
+    interleaved: medians, per-phase medians, speedup. With --persistence adr: eADR beside ADR."""
     from lab.bench import mapsync_paths
 
     ui = UI(as_json)
     img, verdict = image_and_accel(image_name, accel)
+    if persistence is not None:
+        require_adr(verdict.accel)
+        _bench_models(ui, img, verdict, Filesystem(fs), records, runs, flush, adr_states, as_json)
+        return
     run_dir = new_run_dir("bench-mapsync")
     summary = mapsync_paths(img, verdict, Filesystem(fs), records, runs, run_dir, progress=ui.info)
     write_json(run_dir / "result.json", summary)
@@ -318,6 +356,26 @@ def bench_mapsync(runs: int, fs: str, records: int, accel: str, image_name: str,
     phases = list(dict.fromkeys([*cold["phase_median_s"], *snap["phase_median_s"]]))
     ui.table("median seconds per phase", ["phase", "cold", "snapshot"],
              [[p, _seconds(cold["phase_median_s"].get(p)), _seconds(snap["phase_median_s"].get(p))] for p in phases])
+
+
+def _bench_models(ui: UI, img: image_cache.Image, verdict: AccelVerdict, fs: Filesystem, records: int, runs: int,
+                  flush: str, adr_states: int, as_json: bool) -> None:
+    from lab.bench import mapsync_models
+
+    run_dir = new_run_dir("bench-mapsync-adr")
+    summary = mapsync_models(img, verdict, fs, records, runs, run_dir, flush, adr_states, progress=ui.info)
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+        return
+    eadr, adr = summary["eadr"], summary["adr"]
+    ui.info(f"mapsync over {runs} runs ({verdict.accel.value}, {fs.value}, {records} records, flush {flush}): eadr "
+            f"median {eadr['median_s']:.2f} s, adr median {adr['median_s']:.2f} s; armed-window (workload) slowdown "
+            f"{summary['armed_window_slowdown']}x; ADR crash states per cut {summary['crash_states_per_cut_median']} "
+            f"({summary['unpersisted_lines_median']} unpersisted lines), {summary['crash_states_per_second']} per second")
+    phases = list(dict.fromkeys([*eadr["phase_median_s"], *adr["phase_median_s"]]))
+    ui.table("median seconds per phase", ["phase", "eadr", "adr"],
+             [[p, _seconds(eadr["phase_median_s"].get(p)), _seconds(adr["phase_median_s"].get(p))] for p in phases])
 
 
 def _seconds(value: float | None) -> str:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import ConfigError, LabError
 from lab.image import cache as image_cache
 from lab.image.kconfig import INTERESTING_OPTIONS, REQUIRED_OPTIONS, missing_options, parse_config
 from lab.paths import cache_dir, data_dir
@@ -250,6 +250,24 @@ def check_tools() -> Check:
     return Check("image tools", True, "gcc, cpio, depmod, busybox, ndctl, e2fsprogs, xfsprogs present")
 
 
+def check_persistence_models() -> Check:
+    """Which persistence models this host's QEMU supports: eadr always, adr with QEMU >= 9.2 and the
+    tracing plugin (lab/adr). A host without adr still runs every eadr case: not a failure."""
+    from lab.adr.plugin import PluginBuildError, plugin_path
+    from lab.adr.qemu import find_adr_qemu
+
+    try:
+        qemu = find_adr_qemu()
+        plugin = plugin_path(qemu)
+    except PluginBuildError as exc:
+        return Check("persistence models", True, f"eadr only: the ADR plugin does not build: {str(exc).splitlines()[0]}",
+                     "apt-get install pkg-config libglib2.0-dev", data={"models": ["eadr"]})
+    except ConfigError as exc:
+        return Check("persistence models", True, f"eadr only: {exc}", "./bootstrap.sh", data={"models": ["eadr"]})
+    return Check("persistence models", True, f"eadr, adr ({qemu.version} with the plugin {plugin})",
+                 data={"models": ["eadr", "adr"], "adr_qemu": str(qemu.binary), "plugin": str(plugin)})
+
+
 def check_user(who: Identity) -> list[Check]:
     """What an ordinary user needs: /dev/kvm for speed, the cache and data directories for anything."""
     checks = [check_writable("writable (cache)", cache_dir(), who), check_writable("writable (runs)", data_dir(), who)]
@@ -266,5 +284,5 @@ def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
         checks.append(accel_check)
         checks.append(check_snapshots(image, accel_check.data.get("decided")))
     checks += check_user(Identity.current())
-    checks += [check_tools(), image_check, check_kernel_config(image)] + check_disk()
+    checks += [check_tools(), image_check, check_kernel_config(image), check_persistence_models()] + check_disk()
     return Report(checks)

@@ -5,13 +5,16 @@
  *
  * mapsync --file PATH --records N [--record-size B] [--records-per-page R]
  *         [--file-size BYTES] [--prealloc] [--no-map-sync]
- *         [--flush auto|clwb|clflushopt|clflush|none] [--delay-us U]
+ *         [--flush auto|clwb|clflushopt|clflush|nt|none] [--no-fence] [--delay-us U]
  *
  * Writes N self-checking records through a shared mapping of PATH (with
  * MAP_SYNC unless --no-map-sync), flushes each record's cache lines, and
  * only then acknowledges it: "ACK i <mono_ns>" on $PMEMLAB_EVENT_FD. The
  * host's persistence oracle demands every acknowledged record survive a
  * power cut, which MAP_SYNC promises and a plain MAP_SHARED does not.
+ * --flush nt writes the record with non-temporal stores (movnti) and fences;
+ * --no-fence leaves out the fence after the flush (a negative control of the
+ * ADR model: the flush alone does not make a line persistent).
  *
  * Record i sits at (i / R) * 4096 + (i % R) * B; little endian:
  *   [0,8) "PMEMREC1"  [8,16) u64 i  [16,24) u64 offset  [24,28) u32 B
@@ -38,18 +41,30 @@
 #define PMEMLAB_PROG "mapsync"
 #define PMEMLAB_USAGE "usage: mapsync --file PATH --records N [--record-size B] " \
 	"[--records-per-page R] [--file-size BYTES] [--prealloc] " \
-	"[--no-map-sync] [--flush auto|clwb|clflushopt|clflush|none] " \
-	"[--delay-us U]\n"
+	"[--no-map-sync] [--flush auto|clwb|clflushopt|clflush|nt|none] " \
+	"[--no-fence] [--delay-us U]\n"
 #include "pmemlab.h"
 
 #define PAGE 4096u
 #define MAGIC "PMEMREC1"
 
+/* One 8-byte word of a record: a plain store, or non-temporal (movnti) for --flush nt. */
+static void store64(enum flush_kind kind, volatile unsigned char *dst, uint64_t w)
+{
+#if HAVE_X86
+	if (kind == FLUSH_NT) {
+		__asm__ volatile("movnti %1, %0" : "=m"(*(volatile uint64_t *)dst) : "r"(w));
+		return;
+	}
+#endif
+	*(volatile uint64_t *)dst = w;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
 	uint64_t n_records = 0, rec_size = 64, per_page = 1, file_size = 0, delay_us = 0;
-	int have_records = 0, prealloc = 0, map_sync = 1;
+	int have_records = 0, prealloc = 0, map_sync = 1, fence = 1;
 	enum flush_kind flush = FLUSH_AUTO;
 	unsigned char *rec, *map;
 	double st_min = 0, st_max = 0, st_sum = 0;
@@ -73,7 +88,9 @@ int main(int argc, char **argv)
 		} else if (!strcmp(opt, "--delay-us")) {
 			delay_us = parse_u64(opt, val, "microseconds"); i++;
 		} else if (!strcmp(opt, "--flush")) {
-			flush = parse_flush(val); i++;
+			flush = val && !strcmp(val, "nt") ? FLUSH_NT : parse_flush(val); i++;
+		} else if (!strcmp(opt, "--no-fence")) {
+			fence = 0;
 		} else if (!strcmp(opt, "--prealloc")) {
 			prealloc = 1;
 		} else if (!strcmp(opt, "--no-map-sync")) {
@@ -155,14 +172,16 @@ int main(int argc, char **argv)
 		 * the block's metadata: that latency is worth reporting. */
 		memcpy(&magic, rec, 8);
 		t0 = mono_ns();
-		*(volatile uint64_t *)dst = magic;
+		store64(flush, dst, magic);
 		t1 = mono_ns();
 		for (uint64_t j = 8; j < rec_size; j += 8) {
 			uint64_t w;
 			memcpy(&w, rec + j, 8);
-			*(volatile uint64_t *)(dst + j) = w;
+			store64(flush, dst + j, w);
 		}
-		flush_range(flush, dst, (size_t)rec_size);
+		flush_lines(flush, dst, (size_t)rec_size);
+		if (fence)
+			store_fence(flush);
 
 		us = (double)(t1 - t0) / 1000.0;
 		if (i == 0 || us < st_min)

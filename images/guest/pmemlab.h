@@ -239,9 +239,11 @@ static PMEMLAB_UNUSED uint64_t parse_u64(const char *opt, const char *val, const
 
 /* -- cache line flushes --------------------------------------------------- */
 
-enum flush_kind { FLUSH_AUTO, FLUSH_CLWB, FLUSH_CLFLUSHOPT, FLUSH_CLFLUSH, FLUSH_NONE };
+/* FLUSH_NT (after FLUSH_NONE: parse_flush does not accept it): a program that writes with
+ * non-temporal stores itself (mapsync --flush nt) only needs the fence. */
+enum flush_kind { FLUSH_AUTO, FLUSH_CLWB, FLUSH_CLFLUSHOPT, FLUSH_CLFLUSH, FLUSH_NONE, FLUSH_NT };
 static const char *const flush_names[] PMEMLAB_UNUSED = {
-	"auto", "clwb", "clflushopt", "clflush", "none"
+	"auto", "clwb", "clflushopt", "clflush", "none", "nt"
 };
 
 /* The value of --flush. */
@@ -302,8 +304,8 @@ static PMEMLAB_UNUSED enum flush_kind resolve_flush(enum flush_kind want)
 	}
 }
 
-/* Push every cache line of [p, p+len) toward memory, then order it. */
-static PMEMLAB_UNUSED void flush_range(enum flush_kind kind, volatile unsigned char *p, size_t len)
+/* Push every cache line of [p, p+len) toward memory (no fence: store_fence orders them). */
+static PMEMLAB_UNUSED void flush_lines(enum flush_kind kind, volatile unsigned char *p, size_t len)
 {
 #if HAVE_X86
 	uintptr_t start = (uintptr_t)p & ~(uintptr_t)(CACHE_LINE - 1);
@@ -313,26 +315,45 @@ static PMEMLAB_UNUSED void flush_range(enum flush_kind kind, volatile unsigned c
 	case FLUSH_CLWB:
 		for (uintptr_t a = start; a < end; a += CACHE_LINE)
 			__asm__ volatile("clwb %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("sfence" ::: "memory");
 		break;
 	case FLUSH_CLFLUSHOPT:
 		for (uintptr_t a = start; a < end; a += CACHE_LINE)
 			__asm__ volatile("clflushopt %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("sfence" ::: "memory");
 		break;
 	case FLUSH_CLFLUSH:
 		for (uintptr_t a = start; a < end; a += CACHE_LINE)
 			__asm__ volatile("clflush %0" : "+m"(*(volatile char *)a));
-		__asm__ volatile("mfence" ::: "memory");
 		break;
 	default:
-		__asm__ volatile("" ::: "memory");
 		break;
 	}
 #else
 	(void)kind; (void)p; (void)len;
+#endif
+	__asm__ volatile("" ::: "memory");
+}
+
+/* The fence that makes flushed lines (and non-temporal stores) persistent. */
+static PMEMLAB_UNUSED void store_fence(enum flush_kind kind)
+{
+#if HAVE_X86
+	if (kind == FLUSH_CLFLUSH)
+		__asm__ volatile("mfence" ::: "memory");
+	else if (kind != FLUSH_NONE)
+		__asm__ volatile("sfence" ::: "memory");
+	else
+		__asm__ volatile("" ::: "memory");
+#else
+	(void)kind;
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
+}
+
+/* Push every cache line of [p, p+len) toward memory, then order it. */
+static PMEMLAB_UNUSED void flush_range(enum flush_kind kind, volatile unsigned char *p, size_t len)
+{
+	flush_lines(kind, p, len);
+	store_fence(kind);
 }
 
 #endif /* PMEMLAB_USAGE */

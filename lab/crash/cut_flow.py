@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Self, Sequence
 
+from lab.crash import adr_cut
 from lab.crash.point import CrashPoint
 from lab.crash.powercut import CutResult, capture_media, freeze_and_close
 from lab.errors import AgentTimeout, ConfigError, GuestError, LabError
@@ -37,7 +38,7 @@ from lab.guest.agent import CommandResult, RunHandle
 from lab.guest.events import Event
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
-from lab.oracles.finding import Finding
+from lab.oracles.finding import Finding, verdict_of
 from lab.oracles.fsck import run_fsck
 from lab.logs import run_log
 from lab.runner.check import BaseCheck
@@ -116,6 +117,9 @@ class CutCheck(BaseCheck):
 
     crash: CrashPoint
     keep_capture: bool = field(default=False, kw_only=True)
+    # ADR model (shape.persistence adr): crash states judged beyond adr:drop-all at the cut
+    # (bounded subsets of the unpersisted lines, seeded by `seed`); each is recovered and judged.
+    adr_states: int = field(default=0, kw_only=True)
 
     START_MARK: ClassVar[str]
     # Whether the workload's command line uses the seed: if not, checks that differ only in their
@@ -129,12 +133,13 @@ class CutCheck(BaseCheck):
     def workload_key(self) -> str:
         """Checks with equal keys run the same workload: one run can serve all their crash points."""
         data = self.to_dict()
-        for key in ("crash", "keep_capture") + (() if self.WORKLOAD_USES_SEED else ("seed",)):
+        for key in ("crash", "keep_capture", "adr_states") + (() if self.WORKLOAD_USES_SEED else ("seed",)):
             data.pop(key, None)
         return json.dumps(data, sort_keys=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "crash": self.crash.to_dict(), "keep_capture": self.keep_capture}
+        extra = {"adr_states": self.adr_states} if self.adr_states else {}
+        return {**super().to_dict(), "crash": self.crash.to_dict(), "keep_capture": self.keep_capture, **extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -143,7 +148,8 @@ class CutCheck(BaseCheck):
             crash = CrashPoint.from_dict(data["crash"])
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"not a {cls.KIND} check: no crash point ({exc})") from None
-        return cls(**cls.fields_from_dict(data), crash=crash, keep_capture=bool(data.get("keep_capture", False)))
+        return cls(**cls.fields_from_dict(data), crash=crash, keep_capture=bool(data.get("keep_capture", False)),
+                   adr_states=int(data.get("adr_states", 0)))
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,9 @@ class CutPlan:
     judge_failure: Callable[[CommandResult], list[Finding] | None] = lambda _: None
     workload_timeout: float = WORKLOAD_TIMEOUT_S
     keep_capture: bool = False
+    # ADR: per trigger, (crash states beyond adr:drop-all, seed) of the check cut there, so a case's
+    # states are the same whether it shares a workload run or runs alone (repro).
+    adr_states: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -178,6 +187,7 @@ class PreCut:
     captures: list[Capture]
     console_bytes: int  # how much of the workload console was written at the freeze
     timings: dict[str, float]  # the workload run's phases up to this cut
+    adr: adr_cut.AdrCut | None = None  # the ADR model's crash states at this cut (eADR: None)
 
     @property
     def durable(self) -> list[int]:
@@ -224,6 +234,10 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
         with machine:
             run.bring_up(machine)
             mnt = run.setup(machine, plan.fs, plan.dax)
+            trace: adr_cut.AdrTrace | None = None
+            if machine.plugin is not None:
+                with run.phase("adr_arm"):
+                    trace = adr_cut.arm(machine, run.run_dir / "capture")
             argv = plan.argv(mnt)
             run.hooks.progress(f"workload: {_shown(argv)}; cut {', '.join(t.describe() for t in plan.triggers)}")
             handle = machine.agent.start(argv, timeout=plan.workload_timeout)
@@ -257,9 +271,15 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
                 stdout, stderr = (finished.stdout, finished.stderr) if finished else handle.output()
                 with run.phase("capture"):
                     captures = capture_media(machine, run.run_dir / "capture" / f"cut-{index}")
+                states: adr_cut.AdrCut | None = None
+                if trace is not None:
+                    with run.phase("adr_states"):
+                        count, seed = (plan.adr_states[index] if index < len(plan.adr_states) else
+                                       (getattr(run.check, "adr_states", 0), getattr(run.check, "seed", 0)))
+                        states = adr_cut.cut_states(trace, machine, captures[0], captures[0].path.parent, count, seed)
                 outcome.cuts.append(PreCut(index, trigger, cut, issued, mnt, stdout, stderr, machine.events.snapshot(),
                                            finished is not None, finished, captures, _size(outcome.console),
-                                           dict(run.timer.timings)))
+                                           dict(run.timer.timings), states))
                 if index + 1 < len(plan.triggers):
                     with run.phase("cont"):
                         machine.cont()
@@ -285,12 +305,14 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
     return outcome
 
 
-def recover_and_judge(run: GuestRun, plan: CutPlan, pre: PreCut, judge: Judge) -> list[Finding]:
-    """Recovery machine on the capture, mount, `judge`, unmount, fsck, poweroff."""
+def recover_and_judge(run: GuestRun, plan: CutPlan, pre: PreCut, judge: Judge, media: Path | None = None,
+                      name: str = "recovery") -> list[Finding]:
+    """Recovery machine on the capture (or `media`: an ADR crash state), mount, `judge`, unmount,
+    fsck, poweroff."""
     findings: list[Finding] = []
     recovery: dict[str, Any] = {"mounted": None, "fsck_clean": None}
-    run.result.metrics["recovery"] = recovery
-    with run.machine("recovery", [pre.captures[0].path], plan.fs) as machine:
+    run.result.metrics[name] = recovery
+    with run.machine(name, [media or pre.captures[0].path], plan.fs) as machine:
         with run.phase("recovery_boot" if machine.incoming is None else "recovery_restore"):
             run.maker.bring_up(machine)
         with run.phase("recovery_mount"):
@@ -423,6 +445,8 @@ def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image
     order = sorted(range(len(checks)), key=lambda i: checks[i].trigger.order())
     triggers = tuple(checks[i].trigger for i in order)
     plan = power.plan(checks[order[0]], triggers)
+    plan = replace(plan, adr_states=tuple((getattr(checks[i], "adr_states", 0), getattr(checks[i], "seed", 0))
+                                          for i in order))
     workload_dir = workload_dir or run_dirs[0]
     workload_dir.mkdir(parents=True, exist_ok=True)
     workload = GuestRun(kind, checks[order[0]], image, accel, workload_dir, hooks)
@@ -474,12 +498,17 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
             run.result.metrics["cut"]["workload_s"] = round(run.shared_s, 3)  # phases another task ran
             findings = power.pre_cut(check, pre, run.result.metrics)
             try:
-                findings += recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp,
-                                                                                          run.result.metrics))
+                if pre.adr is None:
+                    findings += recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp,
+                                                                                              run.result.metrics))
+                else:
+                    findings += _judge_adr_states(run, plan, pre, power, check)
             finally:
                 if not plan.keep_capture:
                     for capture in pre.captures:
                         capture.path.unlink(missing_ok=True)
+                    if pre.adr is not None:
+                        pre.adr.remove()
             return findings
 
         return run_guarded(run, body)
@@ -496,6 +525,25 @@ def _read_taint_after_cuts(run: GuestRun, machine: Machine) -> None:
         run.taint.failed(machine.spec.name, f"resuming after the last cut: {exc}")
         return
     run.read_taint(machine, "the workload's last cut")
+
+
+def _judge_adr_states(run: GuestRun, plan: CutPlan, pre: PreCut, power: PowerCut, check: Any) -> list[Finding]:
+    """ADR: adr:drop-all, then each further crash state, each on its own recovery machine; the
+    findings of a further state name it (its stable id: model, subset, seed)."""
+    assert pre.adr is not None
+    run.result.metrics["crash_state"] = pre.adr.metrics()
+    findings: list[Finding] = []
+    for i, state in enumerate(pre.adr.states):
+        metrics: dict[str, Any] = run.result.metrics if i == 0 else {}
+        found = recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp, metrics),
+                                  media=pre.adr.images[state.id], name="recovery" if i == 0 else f"recovery-{i}")
+        if i == 0:
+            findings += found
+            continue
+        findings += [Finding(f.oracle, f.verdict, f"[{state.id}] {f.summary}", {**f.details, "crash_state": state.id})
+                     for f in found]
+        run.result.metrics["crash_state"]["states"][i]["verdict"] = verdict_of(found).value
+    return findings
 
 
 def _failure_at(outcome: WorkloadCuts) -> Finding:

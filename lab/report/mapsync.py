@@ -18,7 +18,14 @@ def render_result(ui: UI, result: WorkloadResult) -> None:
     cut = metrics.get("cut") or {}
     style = _STYLE[result.verdict]
     ui.info(f"[bold {style}]{result.verdict.value}[/bold {style}]  {check.get('fs')} dax={check.get('dax')} "
-            f"MAP_SYNC={'on' if params.get('map_sync', True) else 'off'} cut {cut.get('trigger_text', '-')}")
+            f"MAP_SYNC={'on' if params.get('map_sync', True) else 'off'} flush={params.get('flush', 'auto')}"
+            f"{'' if params.get('fence', True) else ' (no fence)'} model={check.get('persistence', 'eadr')} "
+            f"cut {cut.get('trigger_text', '-')}")
+    adr = metrics.get("crash_state")
+    if adr:
+        states = ", ".join(f"{s['id']}" + (f" {s['verdict']}" if "verdict" in s else "") for s in adr["states"])
+        ui.info(f"ADR at the cut: {adr['unpersisted_lines']} unpersisted lines ({adr['unpersisted_stores']} stores); "
+                f"crash states judged: {states}")
     mmap = metrics.get("mmap") or {}
     if mmap and not mmap.get("ok", True):
         ui.info(f"mmap: failed with {mmap.get('errno')}")

@@ -34,7 +34,7 @@ from lab.runner.phases import PhaseTimer
 from lab.runs import write_json
 from lab.verdict import Verdict, combine
 from lab.vm.accel import AccelVerdict, lab_qemu_version
-from lab.vm.boot import MachineShape
+from lab.vm.boot import MachineShape, qemu_binary_for
 from lab.vm.machine import Machine
 from lab.vm.spec import MIB, ShareSpec
 
@@ -115,7 +115,7 @@ class GuestRun:
         self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot)
         self.result = WorkloadResult(kind, check.to_dict(), run_dir, image.id, image.kernel_version,
                                      accel.accel.value, boot=hooks.boot.value,
-                                     qemu_version=lab_qemu_version())
+                                     qemu_version=lab_qemu_version(qemu_binary_for(check.shape)))
 
     def phase(self, name: str) -> Any:
         return self.timer.phase(name)

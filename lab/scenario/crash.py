@@ -22,6 +22,9 @@ class _Strategy(Strict):
     # How many of a cell's crash points one workload run may serve (freeze, capture, cont, go on to
     # the next); None: all of them. 1 gives every crash point its own workload run.
     cuts_per_run: int | None = Field(default=None, ge=1)
+    # Cells with persistence = "adr": crash states judged at each cut beyond adr:drop-all (all
+    # subsets of the unpersisted lines when there are at most 4, else seeded random ones).
+    adr_states: int = Field(default=0, ge=0, le=64)
 
     def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         """The crash points of one case group; `acks`: how many ACKs the workload emits (0 without ack_count)."""

@@ -70,6 +70,7 @@ VerdictName = Annotated[str, AfterValidator(_verdict)]
 WorkloadName = Annotated[str, AfterValidator(_workload)]  # a kind in lab.workloads.catalog
 FsName = Literal["ext4", "xfs"]  # Filesystem values (a test keeps them in step)
 DaxName = Literal["always", "inode", "never"]  # DaxMode values
+PersistenceName = Literal["eadr", "adr"]  # Persistence values: what a power cut keeps
 
 
 def _distinct_axis(values: list[Any] | None) -> list[Any] | None:

@@ -19,12 +19,12 @@ from pydantic.fields import FieldInfo
 
 from lab.errors import ConfigError
 from lab.scenario.crash import CrashStrategy
-from lab.scenario.fields import Axis, DaxName, FsName, Strict
+from lab.scenario.fields import Axis, DaxName, FsName, PersistenceName, Strict
 from lab.scenario.sections import STATIC_SECTIONS, ScenarioFile
 from lab.workloads import catalog
 from lab.workloads.base import WorkloadKind
 
-CELL_KEYS = ("fs", "dax")  # matrix keys of every kind; the others are the kind's params fields
+CELL_KEYS = ("fs", "dax", "persistence")  # matrix keys of every kind; the others are the kind's params fields
 
 
 def _annotation(info: FieldInfo) -> Any:
@@ -40,7 +40,7 @@ def _default(info: FieldInfo) -> Any:
 
 
 def matrix_keys(kind: WorkloadKind) -> tuple[str, ...]:
-    """What a scenario of this kind may put in [matrix]: fs, dax, then the params fields."""
+    """What a scenario of this kind may put in [matrix]: fs, dax, persistence, then the params fields."""
     return (*CELL_KEYS, *kind.params.model_fields)
 
 
@@ -66,7 +66,8 @@ def _refuse_crash(kind: str) -> Callable[[Any], Any]:
 
 @lru_cache(maxsize=64)
 def layout(kind: WorkloadKind | None) -> Layout:
-    axes: dict[str, Any] = {"fs": (Axis[FsName], None), "dax": (Axis[DaxName], None)}  # type: ignore[misc]
+    axes: dict[str, Any] = {"fs": (Axis[FsName], None), "dax": (Axis[DaxName], None),  # type: ignore[misc]
+                            "persistence": (Axis[PersistenceName], None)}  # type: ignore[misc]
     if kind is None:
         workload: Any = dict[str, Any]
         matrix = create_model("AnyMatrix", __base__=_AnyExtra, **axes)

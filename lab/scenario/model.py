@@ -4,7 +4,7 @@ dax, expected verdict)."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from lab.scenario.sections import ScenarioFile
 from lab.scenario.values import scalar
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
-from lab.vm.spec import MIB
+from lab.vm.spec import MIB, Persistence
 from lab.workloads.base import WorkloadKind
 
 
@@ -90,6 +90,16 @@ class Scenario:
         machine = self.spec.machine
         return MachineShape(cpus=machine.cpus, memory_mib=machine.memory_mib,
                             nvdimm_size=machine.nvdimm_size_mib * MIB)
+
+    def shape_for(self, cell: dict[str, Any]) -> MachineShape:
+        """The machine of a cell: the [machine] shape with the cell's persistence model (eadr unless the
+        matrix names one)."""
+        return replace(self.shape, persistence=Persistence(cell.get("persistence", Persistence.EADR.value)))
+
+    @property
+    def adr_states(self) -> int:
+        """ADR crash states judged at each cut beyond adr:drop-all ([crash] adr_states)."""
+        return self.crash.adr_states if self.crash is not None else 0
 
     @property
     def oracles(self) -> dict[str, bool]:

@@ -39,6 +39,7 @@ from lab.errors import (AgentClosed, AgentTimeout, DiskFull, LabError, LaunchErr
 from lab.guest.agent import AgentClient, CommandResult
 from lab.guest.events import EventStream
 from lab.vm.media import MediaLock
+from lab.vm.plugin_channel import PluginChannel
 from lab.vm.process import OwnedProcess
 from lab.vm.qmp import QmpChannel
 from lab.vm.snapshot import MAX_BANDWIDTH, SnapshotError, migration_caps, wait_migration
@@ -99,6 +100,7 @@ class Machine:
         # Called with the machine once its agent answers, and before a polite poweroff (the guest still runs).
         self.on_ready: list[MachineHook] = []
         self.before_poweroff: list[MachineHook] = []
+        self.plugin: PluginChannel | None = None  # the ADR plugin's control channel (spec.plugin set)
 
     # -- lifecycle -----------------------------------------------------
     def launch(self, qmp_timeout: float = 15.0) -> "Machine":
@@ -106,13 +108,14 @@ class Machine:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._locks = [MediaLock(nv.backing_file).acquire() for nv in self.spec.nvdimms]
-            pairs = [socket.socketpair() for _ in range(3)]
+            pairs = [socket.socketpair() for _ in range(4 if self.spec.plugin is not None else 3)]
             ours = [a for a, _ in pairs]
             theirs = [b for _, b in pairs]
             self._sockets = ours
             for sock in theirs:
                 sock.set_inheritable(True)
-            fds = ChannelFds(qmp=theirs[0].fileno(), agent=theirs[1].fileno(), events=theirs[2].fileno())
+            fds = ChannelFds(qmp=theirs[0].fileno(), agent=theirs[1].fileno(), events=theirs[2].fileno(),
+                             plugin=theirs[3].fileno() if len(theirs) > 3 else None)
             argv = qemu_argv(self.spec, fds)
             passed = [s.fileno() for s in theirs] + [l.fd for l in self._locks if l.fd is not None]
             if self.incoming is not None:
@@ -140,6 +143,7 @@ class Machine:
                                   argv, code, self.process.output()) from None
             self._agent = AgentClient(ours[1])
             self._events = EventStream(ours[2])
+            self.plugin = PluginChannel(ours[3], self.spec.name) if len(ours) > 3 else None
         except BaseException:
             self.close()
             raise

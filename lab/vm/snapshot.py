@@ -49,7 +49,7 @@ STATE_FILE = "state.bin"
 RAM_FILE = "ram.img"
 TEMPLATE_MEDIA = "template.img"
 MANIFEST = "manifest.json"
-_PLACEHOLDER_FDS = ChannelFds(qmp=3, agent=4, events=5)
+_PLACEHOLDER_FDS = ChannelFds(qmp=3, agent=4, events=5, plugin=6)
 
 
 class SnapshotError(LabError):

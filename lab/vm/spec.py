@@ -20,6 +20,13 @@ class Accel(str, Enum):
     KVM = "kvm"
 
 
+class Persistence(str, Enum):
+    """What a power cut keeps (DESIGN.md, the power-cut model)."""
+
+    EADR = "eadr"  # every executed store: the caches are in the persistence domain
+    ADR = "adr"  # only flushed and fenced lines (a TCG plugin traces stores, flushes, fences)
+
+
 @dataclass(frozen=True)
 class NvdimmSpec:
     """One emulated NVDIMM: its backing file is the persistent media."""
@@ -50,6 +57,7 @@ class ChannelFds:
     qmp: int
     agent: int
     events: int
+    plugin: int | None = None  # the ADR plugin's control socket (spec.plugin set)
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,10 @@ class MachineSpec:
     qemu_binary: str = "qemu-system-x86_64"
     ram_file: RamFile | None = None  # None: anonymous RAM
     extra_args: tuple[str, ...] = field(default=())
+    # The ADR model: a TCG plugin (loaded disarmed, controlled over an inherited socket) and the
+    # firmware directories of its QEMU's own version (-L, searched before the system's).
+    plugin: Path | None = None
+    data_dirs: tuple[Path, ...] = ()
 
     @property
     def max_memory_mib(self) -> int:
@@ -138,5 +150,11 @@ def qemu_argv(spec: MachineSpec, fds: ChannelFds) -> list[str]:
     for i, share in enumerate(spec.shares):
         argv += ["-fsdev", f"local,id=fsdev{i},path={share.host_dir},security_model={share.security_model}",
                  "-device", f"virtio-9p-pci,fsdev=fsdev{i},mount_tag={share.tag}"]
+    for data_dir in spec.data_dirs:
+        argv += ["-L", str(data_dir)]
+    if spec.plugin is not None:
+        if fds.plugin is None:
+            raise ValueError(f"machine {spec.name!r} loads a plugin but has no control socket for it")
+        argv += ["-plugin", f"{spec.plugin},ctl={fds.plugin}"]
     argv += list(spec.extra_args)
     return argv

@@ -44,6 +44,7 @@ class CheckSpec:
     crash: CrashPoint | None
     shape: MachineShape
     seed: int
+    adr_states: int = 0  # ADR crash states beyond adr:drop-all ([crash] adr_states)
 
 
 C = TypeVar("C")  # a kind's check type

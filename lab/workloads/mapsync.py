@@ -6,9 +6,10 @@ One params model serves scenarios ([workload] / [matrix]), the command line
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, ValidationInfo,
+                      field_validator, model_serializer)
 
 from lab.errors import ConfigError
 from lab.oracles.records import MIN_RECORD_SIZE, PAGE_SIZE as PAGE, RecordLayout
@@ -19,6 +20,9 @@ Records = Annotated[int, Field(ge=1)]
 RecordSize = Annotated[int, Field(ge=MIN_RECORD_SIZE, le=PAGE, multiple_of=8)]
 PerPage = Annotated[int, Field(ge=1, le=PAGE // MIN_RECORD_SIZE)]
 DelayUs = Annotated[int, Field(ge=0)]
+# How each record is made persistent: a cache-line flush (auto: the best the CPU has), non-temporal
+# stores (nt), or nothing (none: persistent only where the caches are: eADR).
+Flush = Literal["auto", "clwb", "clflushopt", "clflush", "nt", "none"]
 
 
 class MapsyncParams(BaseModel):
@@ -34,6 +38,19 @@ class MapsyncParams(BaseModel):
     map_sync: bool = True  # MAP_SHARED_VALIDATE|MAP_SYNC vs plain MAP_SHARED (the negative control)
     delay_us: DelayUs = 0
     file_size: int | None = Field(default=None, ge=1)  # default: just big enough for the records
+    flush: Flush = "auto"
+    fence: bool = True  # false: no fence after the flush (an ADR negative control)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """flush and fence only when they are not the defaults: stored cases (and their ids) from
+        before they existed stay the same."""
+        data: dict[str, Any] = handler(self)
+        if data.get("flush") == "auto":
+            data.pop("flush")
+        if data.get("fence") is True:
+            data.pop("fence")
+        return data
 
     @field_validator("records_per_page")
     @classmethod
@@ -83,4 +100,8 @@ class MapsyncParams(BaseModel):
             argv.append("--no-map-sync")
         if self.delay_us:
             argv += ["--delay-us", str(self.delay_us)]
+        if self.flush != "auto":
+            argv += ["--flush", self.flush]
+        if not self.fence:
+            argv.append("--no-fence")
         return argv

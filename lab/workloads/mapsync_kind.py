@@ -28,6 +28,7 @@ from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import shape_from_dict
+from lab.vm.spec import Persistence
 from lab.vm.machine import Machine
 from lab.workloads.base import CheckSpec, WorkloadKind, json_lines, params_as
 from lab.workloads.mapsync import WORKLOAD_FILE, MapsyncParams
@@ -53,8 +54,9 @@ class MapsyncCheck(CutCheck):
 def make_check(spec: CheckSpec) -> MapsyncCheck:
     if spec.crash is None:
         raise ConfigError("a mapsync check needs a crash point")
+    adr = spec.shape.persistence is Persistence.ADR
     return MapsyncCheck(spec.fs, spec.dax, params_as(MapsyncParams, spec.params), spec.crash, shape=spec.shape,
-                        seed=spec.seed)
+                        seed=spec.seed, adr_states=spec.adr_states if adr else 0)
 
 
 def check_from_dict(data: dict[str, Any]) -> MapsyncCheck:

@@ -161,7 +161,7 @@ def test_every_crash_strategy_gives_its_points(tmp_path: Path) -> None:
 def test_literal_names_follow_the_enums() -> None:
     assert set(get_args(FsName)) == {f.value for f in Filesystem}
     assert set(get_args(DaxName)) == {d.value for d in DaxMode}
-    assert matrix_keys(MAPSYNC) == ("fs", "dax", *MapsyncScenarioParams.model_fields)
+    assert matrix_keys(MAPSYNC) == ("fs", "dax", "persistence", *MapsyncScenarioParams.model_fields)
 
 
 # -- every problem, one exact line ------------------------------------------------------------
@@ -174,12 +174,12 @@ BAD = {
     "malformed toml": (edit("ack = 20", "ack = "), ["s.toml:15:7: not valid TOML: Invalid value"]),
     "unknown key": (edit("records = 40", "records = 40\nrecord = 3"), [
         "s.toml:8: field 'workload.record': unknown key; allowed: records, record_size, records_per_page, "
-        "prealloc, map_sync, delay_us, file_size"]),
+        "prealloc, map_sync, delay_us, file_size, flush, fence"]),
     "unknown table": (BASE + "\n[oracle]\nfsck = false\n", [
         "s.toml:24: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, crash, oracles, "
         "expect"]),
     "unknown strategy key": (edit("ack = 20", "ack = 20\nacks = [1]"), [
-        "s.toml:16: field 'crash.acks': unknown key; allowed: cuts_per_run, strategy, ack, seed"]),
+        "s.toml:16: field 'crash.acks': unknown key; allowed: cuts_per_run, adr_states, strategy, ack, seed"]),
     "wrong types": (edit("records = 40", 'records = "40"').replace("[true, false]", "[true, 1]"), [
         "s.toml:7: field 'workload.records': input should be a valid integer, got \"40\"",
         "s.toml:11: field 'matrix.map_sync.1': input should be a valid boolean, got 1"]),
@@ -241,9 +241,9 @@ BAD = {
     "empty matrix list": (edit('["ext4", "xfs"]', "[]"), ["s.toml:10: field 'matrix.fs': must not be empty"]),
     "repeated matrix value": (edit('["ext4", "xfs"]', '["ext4", "ext4"]'), [
         "s.toml:10: field 'matrix.fs': lists \"ext4\" twice"]),
-    "unknown matrix key": (edit("map_sync = [true, false]", "map_sync = [true, false]\nflush = [\"clwb\"]"), [
-        "s.toml:12: field 'matrix.flush': unknown key; allowed: fs, dax, records, record_size, records_per_page, "
-        "prealloc, map_sync, delay_us, file_size"]),
+    "unknown matrix key": (edit("map_sync = [true, false]", "map_sync = [true, false]\nflavour = [\"clwb\"]"), [
+        "s.toml:12: field 'matrix.flavour': unknown key; allowed: fs, dax, persistence, records, record_size, records_per_page, "
+        "prealloc, map_sync, delay_us, file_size, flush, fence"]),
     "key in workload and matrix": (edit("records = 40", "records = 40\nmap_sync = true"), [
         "s.toml:12: field 'matrix.map_sync': 'map_sync' is set in both [workload] and [matrix]; keep it in one"]),
     "nvdimm too small for xfs": (edit("[workload]", "[machine]\nnvdimm_size_mib = 256\n\n[workload]"), [

@@ -172,7 +172,7 @@ def edit(old: str, new: str) -> str:
 def test_fake_scenario_matrix_over_a_kind_param(tmp_path: Path) -> None:
     scenario = load_scenario(write(tmp_path, FAKE_SCENARIO))
     assert scenario.kind is FAKE and scenario.workload == "fake" and scenario.crash is None
-    assert matrix_keys(FAKE) == ("fs", "dax", "size_kib", "mode")
+    assert matrix_keys(FAKE) == ("fs", "dax", "persistence", "size_kib", "mode")
     assert scenario.matrix == {"fs": ("ext4", "xfs"), "size_kib": (4, 64)}
     assert scenario.params({"fs": "xfs", "size_kib": 4}) == FakeParams(size_kib=4, mode="write")
     assert scenario.params({}) == FakeParams(mode="write")
@@ -193,7 +193,7 @@ FAKE_BAD = {
     "unknown workload key": (edit('mode = "write"', 'mode = "write"\nrecords = 3'), [
         "s.toml:10: field 'workload.records': unknown key; allowed: size_kib, mode"]),
     "unknown matrix key": (edit("size_kib = [4, 64]", "size_kib = [4, 64]\nrecords = [1]"), [
-        "s.toml:14: field 'matrix.records': unknown key; allowed: fs, dax, size_kib, mode"]),
+        "s.toml:14: field 'matrix.records': unknown key; allowed: fs, dax, persistence, size_kib, mode"]),
     "unknown table lists no crash": (FAKE_SCENARIO + "\n[oracle]\nfsck = false\n", [
         "s.toml:25: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, oracles, expect"]),
     "model rule, per cell": (edit("size_kib = [4, 64]", "size_kib = [4, 2048, 4096]"), [
