@@ -26,10 +26,21 @@ APT_PACKAGES+=(pkg-config libglib2.0-dev libaio1 libbpf1 libcapstone4 libfdt1 li
 # installed from it (backports are never preferred by apt), images/qemu-adr.sh only downloads.
 BACKPORTS=/etc/apt/sources.list.d/pmemlab-bookworm-backports.sources
 added_backports=0
+# The mirror is the one this machine's apt already uses for bookworm (deb822 or one-line sources).
+bookworm_mirror() {
+    awk '/^URIs:/ {u=$2} /^Suites:/ {for (i = 2; i <= NF; i++) if ($i == "bookworm") {print u; exit}}' \
+        /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1
+    awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null | head -n 1
+}
 if grep -qs 'VERSION_CODENAME=bookworm' /etc/os-release && [ ! -f "$BACKPORTS" ]; then
-    echo "bootstrap: adding the bookworm-backports apt source ($BACKPORTS)"
-    printf 'Types: deb deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-        | $SUDO tee "$BACKPORTS" >/dev/null
+    mirror=$(bookworm_mirror | head -n 1)
+    if [ -z "$mirror" ]; then
+        echo "bootstrap: no apt source for bookworm found in /etc/apt: cannot add bookworm-backports (ADR model)" >&2
+        exit 2
+    fi
+    echo "bootstrap: adding the bookworm-backports apt source ($BACKPORTS, mirror $mirror)"
+    printf 'Types: deb deb-src\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$mirror" | $SUDO tee "$BACKPORTS" >/dev/null
     added_backports=1
 fi
 
