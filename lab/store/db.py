@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy import case as when
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -47,6 +47,7 @@ BUSY_TIMEOUT_S = 30.0
 # Files of a run directory recorded as artifacts: (kind, glob).
 ARTIFACT_GLOBS = [("result", "result.json"), ("console", "*.console.log"), ("events", "events.log"),
                   ("fsck", "fsck.txt"), ("capture", "capture")]
+_MIGRATION_LOCK = 0x706D656D6C6162  # "pmemlab": the advisory lock key of schema upgrades on PostgreSQL
 _WRITE = "pmemlab_write"  # execution option: this transaction writes (BEGIN IMMEDIATE on SQLite)
 
 
@@ -112,11 +113,16 @@ def _alembic_config(connection: Connection, url: str) -> Config:
 
 
 def _upgrade(engine: Engine, url: str) -> None:
-    """alembic upgrade head, in one write transaction: two processes opening a new store do not race."""
+    """alembic upgrade head, in one write transaction: two processes opening a new store do not race.
+
+    SQLite's BEGIN IMMEDIATE serializes them; PostgreSQL takes a transaction-scoped advisory
+    lock first (its DDL is transactional, but two CREATE TABLEs at once collide)."""
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     with engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             current = MigrationContext.configure(conn).get_current_revision()
             if current != head:
                 command.upgrade(_alembic_config(conn, url), "head")
