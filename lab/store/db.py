@@ -399,3 +399,17 @@ class ResultsStore:
             rows = s.scalars(select(Case).where(Case.campaign_id == campaign_id))
             cases = [_case_record(c, attempts=False) for c in rows]
         return summarize(campaign_id, cases)
+
+    # -- history (the dashboard) -------------------------------------------
+    def cell_history(self, scenario_name: str, cell_key: str) -> list[tuple[CampaignRecord, list[CaseRecord]]]:
+        """Every campaign of a scenario, oldest first, with its cases of one cell (no attempts)."""
+        with self._session(write=False) as s:
+            campaigns = list(s.scalars(select(Campaign).where(Campaign.scenario_name == scenario_name)
+                                       .order_by(Campaign.created_at, Campaign.id)))
+            rows = s.scalars(select(Case).join(Campaign).where(Campaign.scenario_name == scenario_name,
+                                                               Case.cell_key == cell_key)
+                             .order_by(Case.position))
+            by_campaign: dict[str, list[CaseRecord]] = {}
+            for row in rows:
+                by_campaign.setdefault(row.campaign_id, []).append(_case_record(row, attempts=False))
+            return [(_campaign_record(c), by_campaign.get(c.id, [])) for c in campaigns]
