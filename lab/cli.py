@@ -14,6 +14,7 @@ from lab import logs
 from lab.cli_campaign import campaign, repro, results
 from lab.cli_compare import compare
 from lab.cli_serve import serve
+from lab.cli_watch import schedule, watch
 from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
 from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
@@ -453,6 +454,8 @@ cli.add_command(minimize_cmd)
 cli.add_command(bisect_cmd)
 cli.add_command(compare)
 cli.add_command(serve)
+cli.add_command(watch)
+cli.add_command(schedule)
 run_group.add_command(run_script)
 cli.add_command(worker)
 cli.add_command(cluster)

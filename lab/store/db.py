@@ -36,7 +36,7 @@ from sqlalchemy.pool import StaticPool
 from lab.errors import LabError
 from lab.paths import data_dir
 from lab.store.models import (ArtifactRow, Attempt, AttemptStatus, Campaign, CampaignStatus, Case, CaseStatus,
-                              FindingRow, TimingRow, utcnow)
+                              FindingRow, TimingRow, WatchSeen, utcnow)
 from lab.store.records import (ArtifactRecord, AttemptRecord, CampaignListing, CampaignRecord, CaseRecord,
                                FindingRecord)
 from lab.store.summary import CampaignSummary, summarize
@@ -413,3 +413,17 @@ class ResultsStore:
             for row in rows:
                 by_campaign.setdefault(row.campaign_id, []).append(_case_record(row, attempts=False))
             return [(_campaign_record(c), by_campaign.get(c.id, [])) for c in campaigns]
+
+    # -- pmemlab watch ------------------------------------------------------
+    def watch_last_seen(self, plan: str, source: str) -> str | None:
+        with self._session(write=False) as s:
+            row = s.get(WatchSeen, (plan, source))
+            return row.version if row is not None else None
+
+    def watch_record_seen(self, plan: str, source: str, version: str) -> None:
+        with self._session(write=True) as s:
+            row = s.get(WatchSeen, (plan, source))
+            if row is None:
+                s.add(WatchSeen(plan=plan, source=source, version=version, seen_at=utcnow()))
+            else:
+                row.version, row.seen_at = version, utcnow()
