@@ -79,7 +79,10 @@ def _as_user() -> dict[str, object]:
     """Popen arguments that drop root to the postgres user; nothing when not root."""
     if os.geteuid() != 0:
         return {}
-    entry = pwd.getpwnam(SUPERUSER)  # KeyError: no such user (Debian's package creates it)
+    try:
+        entry = pwd.getpwnam(SUPERUSER)
+    except KeyError:
+        raise PostgresUnavailable(f"no {SUPERUSER} user to run the server as (Debian's postgresql creates it)") from None
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
