@@ -98,7 +98,7 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
     """Exit status: the worst comparison's (0 when nothing is new)."""
     known = load_known_issues(plan.known_issues) if plan.known_issues else KnownIssues(())
     report_dir = plan.report_dir or data_dir() / "watch" / plan.name
-    scenarios = [(path, *_scenario_ref(path)) for path in plan.scenarios]  # every error before any build
+    scenarios: list[tuple[Path, str, str]] = []  # loaded at the first new kernel: nothing new stays quick
     results: list[SourceResult] = []
     for source in plan.kernels:
         version = current_version(source)
@@ -111,6 +111,8 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
         say(f"{source.name}: new kernel {version} (last: {last or 'none'})")
         if dry_run:
             continue
+        # Every scenario error before any build.
+        scenarios = scenarios or [(path, *_scenario_ref(path)) for path in plan.scenarios]
         for ref in dict.fromkeys(ref for _, _, ref in scenarios):
             build_image(source, ref)
         for path, name, _ref in scenarios:
