@@ -16,6 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e2fsprogs xfsprogs
               gcc libc6-dev util-linux python3 python3-venv)
+# The tests start a PostgreSQL server of their own and drive Debian's chromium (the dashboard).
+APT_PACKAGES+=(postgresql chromium)
 # The ADR persistence model's QEMU 10 (unpacked privately by images/qemu-adr.sh) links these; its
 # plugin is compiled against glib.
 APT_PACKAGES+=(pkg-config libglib2.0-dev libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libibverbs1
@@ -67,7 +69,7 @@ stamp=.venv/.pmemlab-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing the pmemlab Python package"
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,cluster]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,cluster,postgres,web]"
     echo "$want" > "$stamp"
 fi
 

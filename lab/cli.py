@@ -12,6 +12,9 @@ import click
 from lab import doctor as doctor_mod
 from lab import logs
 from lab.cli_campaign import campaign, repro, results
+from lab.cli_compare import compare
+from lab.cli_serve import serve
+from lab.cli_watch import schedule, watch
 from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
 from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
@@ -449,6 +452,10 @@ cli.add_command(repro)
 cli.add_command(check)
 cli.add_command(minimize_cmd)
 cli.add_command(bisect_cmd)
+cli.add_command(compare)
+cli.add_command(serve)
+cli.add_command(watch)
+cli.add_command(schedule)
 run_group.add_command(run_script)
 cli.add_command(worker)
 cli.add_command(cluster)

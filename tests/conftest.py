@@ -54,3 +54,25 @@ def no_stray_qemu() -> object:
     yield
     stray = [p for p in lab_qemu_processes() if p not in before]
     assert not stray, f"the tests left QEMU processes behind: {stray}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> object:
+    """A PostgreSQL server of its own for this test session (tests/pgserver.py), stopped at the end.
+
+    Skipped where Debian's postgresql package is missing, except under CI (bootstrap.sh installs it)."""
+    import shutil
+
+    from tests import pgserver
+
+    try:
+        server = pgserver.start()
+    except pgserver.PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)

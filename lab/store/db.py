@@ -26,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy import case as when
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -36,7 +36,7 @@ from sqlalchemy.pool import StaticPool
 from lab.errors import LabError
 from lab.paths import data_dir
 from lab.store.models import (ArtifactRow, Attempt, AttemptStatus, Campaign, CampaignStatus, Case, CaseStatus,
-                              FindingRow, TimingRow, utcnow)
+                              FindingRow, TimingRow, WatchSeen, utcnow)
 from lab.store.records import (ArtifactRecord, AttemptRecord, CampaignListing, CampaignRecord, CaseRecord,
                                FindingRecord)
 from lab.store.summary import CampaignSummary, summarize
@@ -47,6 +47,7 @@ BUSY_TIMEOUT_S = 30.0
 # Files of a run directory recorded as artifacts: (kind, glob).
 ARTIFACT_GLOBS = [("result", "result.json"), ("console", "*.console.log"), ("events", "events.log"),
                   ("fsck", "fsck.txt"), ("capture", "capture")]
+_MIGRATION_LOCK = 0x706D656D6C6162  # "pmemlab": the advisory lock key of schema upgrades on PostgreSQL
 _WRITE = "pmemlab_write"  # execution option: this transaction writes (BEGIN IMMEDIATE on SQLite)
 
 
@@ -112,11 +113,16 @@ def _alembic_config(connection: Connection, url: str) -> Config:
 
 
 def _upgrade(engine: Engine, url: str) -> None:
-    """alembic upgrade head, in one write transaction: two processes opening a new store do not race."""
+    """alembic upgrade head, in one write transaction: two processes opening a new store do not race.
+
+    SQLite's BEGIN IMMEDIATE serializes them; PostgreSQL takes a transaction-scoped advisory
+    lock first (its DDL is transactional, but two CREATE TABLEs at once collide)."""
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     with engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE: True})
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             current = MigrationContext.configure(conn).get_current_revision()
             if current != head:
                 command.upgrade(_alembic_config(conn, url), "head")
@@ -393,3 +399,31 @@ class ResultsStore:
             rows = s.scalars(select(Case).where(Case.campaign_id == campaign_id))
             cases = [_case_record(c, attempts=False) for c in rows]
         return summarize(campaign_id, cases)
+
+    # -- history (the dashboard) -------------------------------------------
+    def cell_history(self, scenario_name: str, cell_key: str) -> list[tuple[CampaignRecord, list[CaseRecord]]]:
+        """Every campaign of a scenario, oldest first, with its cases of one cell (no attempts)."""
+        with self._session(write=False) as s:
+            campaigns = list(s.scalars(select(Campaign).where(Campaign.scenario_name == scenario_name)
+                                       .order_by(Campaign.created_at, Campaign.id)))
+            rows = s.scalars(select(Case).join(Campaign).where(Campaign.scenario_name == scenario_name,
+                                                               Case.cell_key == cell_key)
+                             .order_by(Case.position))
+            by_campaign: dict[str, list[CaseRecord]] = {}
+            for row in rows:
+                by_campaign.setdefault(row.campaign_id, []).append(_case_record(row, attempts=False))
+            return [(_campaign_record(c), by_campaign.get(c.id, [])) for c in campaigns]
+
+    # -- pmemlab watch ------------------------------------------------------
+    def watch_last_seen(self, plan: str, source: str) -> str | None:
+        with self._session(write=False) as s:
+            row = s.get(WatchSeen, (plan, source))
+            return row.version if row is not None else None
+
+    def watch_record_seen(self, plan: str, source: str, version: str) -> None:
+        with self._session(write=True) as s:
+            row = s.get(WatchSeen, (plan, source))
+            if row is None:
+                s.add(WatchSeen(plan=plan, source=source, version=version, seen_at=utcnow()))
+            else:
+                row.version, row.seen_at = version, utcnow()

@@ -157,3 +157,14 @@ class ArtifactRow(Base):
     attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
+
+
+class WatchSeen(Base):
+    """The kernel version `pmemlab watch` last ran for one source of one plan."""
+
+    __tablename__ = "watch_seen"
+
+    plan: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

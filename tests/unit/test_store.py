@@ -63,9 +63,14 @@ def run_case(store: ResultsStore, campaign_id: str, case_id: str, verdict: str, 
     return attempt
 
 
-@pytest.fixture()
-def store(tmp_path: Path) -> Any:
-    s = ResultsStore.open(url_for(tmp_path / "results.db"))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Each store test runs on SQLite and on a real PostgreSQL server (a fresh database each)."""
+    if request.param == "sqlite":
+        url = url_for(tmp_path / "results.db")
+    else:
+        url = request.getfixturevalue("postgres").new_database()
+    s = ResultsStore.open(url)
     yield s
     s.close()
 
