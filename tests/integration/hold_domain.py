@@ -28,7 +28,7 @@ def main() -> None:
     media = workdir / "nvdimm0.img"
     create_sparse(media, MachineShape().nvdimm_size)
     with LibvirtMachine(lab_spec(image, "hold", workdir, [media], Accel.TCG), workdir, uri, workdir.name) as machine:
-        print(json.dumps({"domain": machine.domain_name}), flush=True)
+        print(json.dumps({"domain": machine.domain_name, "sockets": str(machine._sockdir)}), flush=True)
         time.sleep(300)  # the test kills us long before this
 
 

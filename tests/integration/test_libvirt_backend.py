@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,13 +84,15 @@ def test_no_domain_outlives_its_controller(daemon: libvirtd.Libvirtd, image: Ima
     workdir = tmp_path / f"hold-{sig.name.lower()}"
     workdir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    line = ""
     proc = subprocess.Popen([sys.executable, str(HERE / "hold_domain.py"), str(workdir), daemon.uri],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line, f"the controller ended before starting its domain (exit {proc.wait(10)})"
-        name = json.loads(line)["domain"]
+        held = json.loads(line)
+        name = held["domain"]
         assert _domains(daemon.uri, name) == [name]  # it runs while its controller lives
         proc.send_signal(sig)
         proc.wait(30)
@@ -101,3 +104,5 @@ def test_no_domain_outlives_its_controller(daemon: libvirtd.Libvirtd, image: Ima
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if line:
+            shutil.rmtree(held["sockets"], ignore_errors=True)  # a SIGKILLed controller cannot remove its own
