@@ -259,7 +259,7 @@ def libvirt_status(uri: str, socket_path: Path = Path("/var/run/libvirt/libvirt-
     except ImportError:
         return False, "libvirt-python is not installed (pip install 'pmemlab[libvirt]')"
     if uri.startswith("qemu:///system") and not socket_path.exists():
-        return False, f"libvirt-python {libvirt.getVersion()}; no libvirtd serves {uri} ({socket_path} is missing)"
+        return False, f"libvirt {_version(libvirt.getVersion())} client; no libvirtd serves {uri} ({socket_path} is missing)"
     try:
         conn = open_connection(uri)
     except MachineError as exc:
@@ -268,4 +268,8 @@ def libvirt_status(uri: str, socket_path: Path = Path("/var/run/libvirt/libvirt-
         version = conn.getLibVersion()
     finally:
         conn.close()
-    return True, f"{uri} answers (libvirt {version // 1000000}.{version // 1000 % 1000}.{version % 1000})"
+    return True, f"{uri} answers (libvirt {_version(version)})"
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
