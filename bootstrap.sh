@@ -15,7 +15,12 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e2fsprogs xfsprogs
-              gcc libc6-dev util-linux python3 python3-venv)
+              gcc libc6-dev util-linux python3 python3-venv
+              # the libvirt backend (pmemlab[libvirt]): the daemon and its QEMU driver (no systemd unit is
+              # needed: the tests start 'libvirtd -d' themselves), and what libvirt-python builds against
+              libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+              # remote hosts (pmemlab[remote]): the tests run a second host's sshd in a network namespace
+              openssh-server openssh-client iproute2)
 # The tests start a PostgreSQL server of their own and drive Debian's chromium (the dashboard).
 APT_PACKAGES+=(postgresql chromium)
 # The ADR persistence model's QEMU 10 (unpacked privately by images/qemu-adr.sh) links these; its
@@ -69,7 +74,7 @@ stamp=.venv/.pmemlab-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "bootstrap: installing the pmemlab Python package"
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,cluster,postgres,web]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[test,cluster,postgres,web,libvirt,remote]"
     echo "$want" > "$stamp"
 fi
 
@@ -85,7 +90,14 @@ case "${1:-run}" in
         exec .venv/bin/pmemlab run mapsync --fs ext4
         ;;
     test)
-        exec .venv/bin/python -m pytest -v -ra tests
+        rc=0
+        .venv/bin/python -m pytest -v -ra tests || rc=$?
+        # The tests start their own libvirtd and sshd and must stop them by pid: none may outlive the suite.
+        if pgrep -af 'libvirtd -d -p /var/run/libvirt/pmemlab-test|sshd -f /tmp/pmemlab-sshd-'; then
+            echo "bootstrap: the tests left the processes above running" >&2
+            rc=1
+        fi
+        exit "$rc"
         ;;
     *)
         echo "usage: $0 [run|test]" >&2

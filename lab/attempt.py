@@ -25,6 +25,7 @@ from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.runner.machines import BootMode
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
+from lab.vm.backend import BackendChoice
 from lab.vm.machine import Machine
 from lab.workloads.catalog import get_kind
 
@@ -43,9 +44,11 @@ class AttemptEnv:
     accel: AccelVerdict
     boot: BootMode = BootMode.SNAPSHOT
     on_machine: Callable[[Machine], None] = lambda _: None
+    backend: BackendChoice = BackendChoice()  # what runs the machines (frozen: a shared default is safe)
 
     def hooks(self, case: Case, on_phase: Phase) -> RunHooks:
-        return RunHooks(on_phase=on_phase, on_machine=self.on_machine, boot=self.boot, oracles=dict(case.oracles))
+        return RunHooks(on_phase=on_phase, on_machine=self.on_machine, boot=self.boot, backend=self.backend,
+                        oracles=dict(case.oracles))
 
 
 def crashed_result(case: Case, env: AttemptEnv, run_dir: Path, exc: BaseException) -> WorkloadResult:

@@ -41,6 +41,7 @@ from lab.image.cache import Image
 from lab.store.db import ResultsStore
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
+from lab.vm.backend import BackendChoice
 from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine
 
@@ -140,13 +141,14 @@ class CampaignContext:
     runs_base: Path
     max_infra_retries: int = MAX_INFRA_RETRIES
     boot: BootMode = BootMode.SNAPSHOT
+    backend: BackendChoice = BackendChoice()  # frozen: one shared default is safe
     cuts_per_run: int | None = None  # crash points one workload run may serve; None: all of a cell's repeat
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""  # why the campaign stopped early (disk full, ...), for the user
     machines: LiveMachines = field(default_factory=LiveMachines)
 
     def env(self) -> attempt.AttemptEnv:
-        return attempt.AttemptEnv(self.image, self.accel, self.boot, self.machines.add)
+        return attempt.AttemptEnv(self.image, self.accel, self.boot, self.machines.add, self.backend)
 
     def hooks(self, case: Case, slot: str, progress: Progress) -> RunHooks:
         return self.env().hooks(case, lambda phase: progress.case_phase(slot, phase))

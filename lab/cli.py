@@ -15,10 +15,11 @@ from lab.cli_campaign import campaign, repro, results
 from lab.cli_compare import compare
 from lab.cli_serve import serve
 from lab.cli_watch import schedule, watch
+from lab.cli_hosts import host, image_push
 from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
-from lab.cli_common import (EXIT_LAB_ERROR, accel_option, boot_mode, cold_boot_option, image_and_accel,
-                            image_option, json_option, lab_errors)
+from lab.cli_common import (EXIT_LAB_ERROR, accel_option, backend_options, boot_mode, cold_boot_option,
+                            image_and_accel, image_option, json_option, lab_errors)
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
@@ -31,6 +32,7 @@ from lab.runs import new_run_dir, write_json
 from lab.ui import UI
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
+from lab.vm.backend import Backend, BackendChoice
 from lab.vm.boot import MachineShape
 from lab.vm.spec import Accel, Persistence
 from lab.workloads.mapsync import MapsyncParams
@@ -223,6 +225,7 @@ def run_group() -> None:
 @click.option("--adr-states", type=click.IntRange(0, 64), default=0, show_default=True,
               help="ADR: crash states judged beyond adr:drop-all (subsets of the unpersisted lines, seeded).")
 @cold_boot_option
+@backend_options
 @accel_option
 @image_option
 @json_option
@@ -230,7 +233,8 @@ def run_group() -> None:
 def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
                 cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
                 records_per_page: int, dax: str, keep_capture: bool, persistence: str, flush: str, no_fence: bool,
-                adr_states: int, cold_boot: bool, accel: str, image_name: str, as_json: bool) -> None:
+                adr_states: int, cold_boot: bool, backend: str, libvirt_uri: str | None, accel: str, image_name: str,
+                as_json: bool) -> None:
     """Cut the power during a MAP_SYNC workload and judge the recovered media."""
     from lab.report.mapsync import render_result
     from lab.runner.guest_run import RunHooks
@@ -245,16 +249,20 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
     check = mapsync_kind.MapsyncCheck(Filesystem(fs), DaxMode(dax), params, crash, seed=seed,
                                       keep_capture=keep_capture, shape=MachineShape(persistence=model),
                                       adr_states=adr_states if model is Persistence.ADR else 0)
+    machines = BackendChoice.parse(backend, libvirt_uri)
+    if machines.kind is Backend.LIBVIRT and model is Persistence.ADR:
+        raise ConfigError("--persistence adr needs the qemu backend (a private QEMU 10 with its store-tracing plugin)")
     img, verdict = image_and_accel(image_name, accel)
     if model is Persistence.ADR:
         require_adr(verdict.accel)  # before any machine boots
     run_dir = new_run_dir("mapsync")
-    boot = boot_mode(cold_boot)
+    boot = boot_mode(cold_boot or machines.kind is Backend.LIBVIRT)  # no ready snapshots under libvirt
+    on = f" on libvirt ({machines.libvirt_uri})" if machines.kind is Backend.LIBVIRT else ""
     ui.info(f"mapsync power-cut check: {fs}, MAP_SYNC {'off' if no_map_sync else 'on'}, {model.value} model, "
             f"flush {flush}{' without fence' if no_fence else ''}, "
             f"{'prealloc' if prealloc else 'empty'} file, image {img.id} (kernel {img.kernel_version}), "
-            f"{verdict.accel.value}, {boot.value} machines")
-    result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot))
+            f"{verdict.accel.value}, {boot.value} machines{on}")
+    result = mapsync_kind.run(check, img, verdict, run_dir, RunHooks(progress=ui.info, boot=boot, backend=machines))
     if as_json:
         ui.emit_json({**result.to_dict(), "power_cut_model": POWER_CUT_MODEL})
     if result.errno == errno.ENOSPC:
@@ -447,6 +455,8 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cluster: str | None, col
 
 
 cli.add_command(campaign)
+cli.add_command(host)
+image.add_command(image_push)
 cli.add_command(results)
 cli.add_command(repro)
 cli.add_command(check)

@@ -15,6 +15,7 @@ import click
 from lab.cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode,
                             cold_boot_option, db_option, image_and_accel, jobs_option, json_option, lab_errors,
                             open_store)
+from lab.errors import ConfigError
 from lab.ui import UI
 
 if TYPE_CHECKING:
@@ -69,17 +70,21 @@ def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Cas
     from lab.paths import runs_dir
 
     image, verdict = image_and_accel(image_name, accel)
-    boot = boot_mode(cold_boot or scenario.cold_boot)
-    ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot,
+    machines = scenario.machines
+    boot = boot_mode(cold_boot or scenario.cold_boot or machines.kind.value == "libvirt")  # libvirt: cold only
+    ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot, backend=machines,
                           cuts_per_run=scenario.cuts_per_run)
     executor: Executor | None = None
     where = f"accelerator {verdict.accel.value}"
+    if cluster and machines.kind.value == "libvirt":
+        raise ConfigError(f"{scenario.path}: [machine] backend = \"libvirt\" runs on this host, not on a cluster")
     if cluster:
         executor, jobs, where = _cluster_executor(ui, ctx, cluster, accel)
     jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
     progress = _progress(ui, len(cases), jobs)
     live: AbstractContextManager[object] = progress if isinstance(progress, AbstractContextManager) else nullcontext()
-    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, {where}, {boot.value} machines")
+    on = f" on libvirt ({machines.libvirt_uri})" if machines.kind.value == "libvirt" else ""
+    ui.info(f"campaign {campaign_id}: {len(cases)} cases, {jobs} at a time, {where}, {boot.value} machines{on}")
     store.set_campaign_status(campaign_id, "running")
     try:
         with live:

@@ -80,5 +80,16 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 db_option = click.option("--db", default=None, help="Results database URL (default: SQLite in the data directory).")
 cold_boot_option = click.option("--cold-boot", is_flag=True,
                                 help="Boot every machine from cold instead of restoring a ready snapshot.")
+
+
+def backend_options(fn: Any) -> Any:
+    """--backend and --libvirt-uri."""
+    fn = click.option("--libvirt-uri", default=None,
+                      help="libvirt connection for --backend libvirt: qemu:///system (default), qemu:///session, "
+                           "qemu+libssh://USER@HOST/system.")(fn)
+    return click.option("--backend", type=click.Choice(["qemu", "libvirt"]), default="qemu", show_default=True,
+                        help="qemu: the lab's own QEMU process; libvirt: transient libvirt domains (cold boots).")(fn)
+
+
 jobs_option = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
                            help="Machines at once (default: from CPUs and free memory).")

@@ -276,6 +276,17 @@ def check_user(who: Identity) -> list[Check]:
     return checks + ([kvm] if kvm else [])
 
 
+def check_libvirt() -> Check:
+    """The optional libvirt backend: informational, never a failure of the lab itself."""
+    from lab.vm.backend import DEFAULT_LIBVIRT_URI
+    from lab.vm.libvirt_machine import NO_SNAPSHOTS, libvirt_status
+
+    usable, detail = libvirt_status(DEFAULT_LIBVIRT_URI)
+    return Check("libvirt backend", True, f"{detail}; {NO_SNAPSHOTS}",
+                 "" if usable else "optional: --backend libvirt needs libvirt-python and a reachable libvirtd",
+                 data={"usable": usable, "snapshots": False})
+
+
 def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
     checks = check_qemu()
     image_check, image = check_image(image_name)
@@ -285,4 +296,5 @@ def run_checks(image_name: str = image_cache.DEFAULT_REF) -> Report:
         checks.append(check_snapshots(image, accel_check.data.get("decided")))
     checks += check_user(Identity.current())
     checks += [check_tools(), image_check, check_kernel_config(image), check_persistence_models()] + check_disk()
+    checks.append(check_libvirt())
     return Report(checks)

@@ -34,6 +34,7 @@ from lab.runner.phases import PhaseTimer
 from lab.runs import write_json
 from lab.verdict import Verdict, combine
 from lab.vm.accel import AccelVerdict, lab_qemu_version
+from lab.vm.backend import BackendChoice
 from lab.vm.boot import MachineShape, qemu_binary_for
 from lab.vm.machine import Machine
 from lab.vm.spec import MIB, ShareSpec
@@ -53,6 +54,7 @@ class RunHooks:
     on_phase: Callable[[str], None] = lambda _: None
     on_machine: Callable[[Machine], None] = lambda _: None
     boot: BootMode = BootMode.SNAPSHOT
+    backend: BackendChoice = BackendChoice()  # frozen: one default instance is safe
     oracles: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(ORACLES, True))
 
     def oracle(self, name: str) -> bool:
@@ -88,6 +90,7 @@ class WorkloadResult:
     errno: int | None = None  # the OS error behind a lab failure (ENOSPC: the disk is full)
     status: str = "complete"
     qemu_version: str = ""  # what the machines ran under (an export pins it: lab/scenario/pin.py)
+    backend: str = "qemu"  # what ran the machines: qemu (the lab's own process) or libvirt
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "verdict": self.verdict.value, "status": self.status, "error": self.error,
@@ -95,7 +98,7 @@ class WorkloadResult:
                 "kernel_problems": self.kernel_problems, "timings": self.timings, "check": self.check,
                 "run_dir": str(self.run_dir), "image_id": self.image_id, "kernel_version": self.kernel_version,
                 "accelerator": self.accelerator, "boot": self.boot, "errno": self.errno,
-                "qemu_version": self.qemu_version}
+                "qemu_version": self.qemu_version, "backend": self.backend}
 
 
 class GuestRun:
@@ -112,10 +115,11 @@ class GuestRun:
         self.consoles: dict[str, Path] = {}
         self.taint = taint.TaintLog()  # each machine's kernel taint: at agent-ready, and before it ends
         self.shared_s = 0.0  # seconds of a shared workload run this case stands on (counted in its total)
-        self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot)
+        self.maker = MachineMaker(image, accel.accel, check.shape, hooks.boot, hooks.backend)
         self.result = WorkloadResult(kind, check.to_dict(), run_dir, image.id, image.kernel_version,
                                      accel.accel.value, boot=hooks.boot.value,
-                                     qemu_version=lab_qemu_version(qemu_binary_for(check.shape)))
+                                     qemu_version=lab_qemu_version(qemu_binary_for(check.shape)),
+                                     backend=hooks.backend.kind.value)
 
     def phase(self, name: str) -> Any:
         return self.timer.phase(name)

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from lab.vm.capture import capture_file
-from lab.errors import GuestError, LabError
+from lab.errors import ConfigError, GuestError, LabError
 from lab.guest import pmem
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
 from lab.paths import cache_dir
+from lab.vm.backend import Backend, BackendChoice
 from lab.vm.boot import MachineShape, lab_spec, ready_timeout
+from lab.vm.libvirt_machine import LibvirtMachine
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
 from lab.vm.snapshot import (ReadySnapshot, SnapshotError, forget_verified, load_snapshot, snapshot_inputs,
@@ -241,13 +243,18 @@ def check_guest_clock(machine: Machine) -> float:
 
 
 class MachineMaker:
-    """Makes a run's machines in one boot mode, and prepares their filesystem."""
+    """Makes a run's machines in one boot mode on one backend, and prepares their filesystem."""
 
-    def __init__(self, image: Image, accel: Accel, shape: MachineShape, boot: BootMode) -> None:
+    def __init__(self, image: Image, accel: Accel, shape: MachineShape, boot: BootMode,
+                 backend: BackendChoice = BackendChoice()) -> None:
+        if backend.kind is Backend.LIBVIRT and boot is not BootMode.COLD:
+            raise ConfigError("the libvirt backend boots every machine cold (no ready snapshots under libvirt: "
+                              "virsh save writes NVDIMM pages back over the media); use --cold-boot")
         self.image = image
         self.accel = accel
         self.shape = shape
         self.boot = boot
+        self.backend = backend
 
     def snapshot(self, fs: Filesystem | None, shares: Sequence[ShareSpec] = ()) -> ReadySnapshot:
         return ready_snapshot(SnapshotRequest(self.image, self.accel, self.shape, fs,
@@ -266,6 +273,8 @@ class MachineMaker:
         spec = lab_spec(self.image, name, run_dir, list(media), self.accel, self.shape)
         if shares:
             spec = replace(spec, shares=tuple(shares))
+        if self.backend.kind is Backend.LIBVIRT:
+            return LibvirtMachine(spec, run_dir, self.backend.libvirt_uri, run_dir.name)
         if self.boot is BootMode.COLD:
             return Machine(spec, run_dir)
         snap = self.snapshot(fs, shares)

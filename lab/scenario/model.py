@@ -18,6 +18,7 @@ from lab.scenario.pin import ImagePin
 from lab.scenario.sections import ScenarioFile
 from lab.scenario.values import scalar
 from lab.verdict import Verdict
+from lab.vm.backend import BackendChoice
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB, Persistence
 from lab.workloads.base import WorkloadKind
@@ -79,6 +80,12 @@ class Scenario:
     @property
     def cold_boot(self) -> bool:
         return self.spec.machine.cold_boot
+
+    @property
+    def machines(self) -> BackendChoice:
+        """The [machine] backend (qemu unless the scenario says libvirt)."""
+        section = self.spec.machine
+        return BackendChoice.parse(section.backend, section.libvirt_uri, where="[machine] backend")
 
     @property
     def cuts_per_run(self) -> int | None:

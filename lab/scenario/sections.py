@@ -6,9 +6,9 @@ fills them in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from lab.image.cache import DEFAULT_REF
 from lab.scenario.fields import ImageRef, Name, OneLine, Strict, VerdictName, WorkloadName
@@ -42,6 +42,15 @@ class MachineSection(Strict):
     # Boot every machine from cold instead of restoring a ready snapshot (for comparison, and for
     # hosts where restore fails); verdicts must not depend on it.
     cold_boot: bool = False
+    # What runs the machines: the lab's own QEMU, or transient libvirt domains (cold boots only).
+    backend: Literal["qemu", "libvirt"] = "qemu"
+    libvirt_uri: OneLine | None = None
+
+    @model_validator(mode="after")
+    def _uri_needs_libvirt(self) -> "MachineSection":
+        if self.libvirt_uri is not None and self.backend != "libvirt":
+            raise ValueError("libvirt_uri needs backend = \"libvirt\"")
+        return self
 
 
 class OraclesSection(Strict):

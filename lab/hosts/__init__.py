@@ -1,0 +1,1 @@
+"""Remote lab hosts reached over SSH: the inventory, the connection, image pushes."""
