@@ -309,36 +309,45 @@ def recover_and_judge(run: GuestRun, plan: CutPlan, pre: PreCut, judge: Judge, m
                       name: str = "recovery") -> list[Finding]:
     """Recovery machine on the capture (or `media`: an ADR crash state), mount, `judge`, unmount,
     fsck, poweroff."""
-    findings: list[Finding] = []
     recovery: dict[str, Any] = {"mounted": None, "fsck_clean": None}
     run.result.metrics[name] = recovery
     with run.machine(name, [media or pre.captures[0].path], plan.fs) as machine:
         with run.phase("recovery_boot" if machine.incoming is None else "recovery_restore"):
             run.maker.bring_up(machine)
-        with run.phase("recovery_mount"):
-            device, mounted = mount_recovered(machine, plan.fs, plan.dax, run.maker.known_device(machine, plan.fs))
-        if mounted.timed_out:
-            raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
-        recovery["mounted"] = mounted.ok
-        if not mounted.ok:
-            findings.append(Finding("recovery-mount", Verdict.VIOLATION,
-                                    f"the recovered {plan.fs.value} does not mount: {mounted.err_text.strip()}",
-                                    {"device": device, "exit_code": mounted.exit_code}))
-        else:
-            findings.append(Finding("recovery-mount", Verdict.PASS,
-                                    f"the recovered {plan.fs.value} mounts with dax={plan.dax.value}"))
-            with run.phase("judge"):
-                if run.hooks.oracle("persistence"):  # [oracles] persistence = false: the kind's judge is not run
-                    findings += judge(machine, pmem.MOUNTPOINT)
-                pmem.umount(machine.agent)
-        if run.hooks.oracle("fsck"):
-            with run.phase("fsck"):
-                fsck_finding, output = run_fsck(machine.agent, plan.fs, device)
-                (run.run_dir / "fsck.txt").write_text(output)
-                recovery["fsck_clean"] = fsck_finding.verdict is Verdict.PASS
-                findings.append(fsck_finding)
+        device = run.maker.known_device(machine, plan.fs) or find_recovered_device(machine)
+        findings = judge_mounted(run, machine, plan.fs, plan.dax, device, judge, recovery, "recovered")
         with run.phase("shutdown"):
             machine.poweroff(timeout=30)
+    return findings
+
+
+def judge_mounted(run: GuestRun, machine: Machine, fs: Filesystem, dax: DaxMode, device: str, judge: Judge,
+                  recovery: dict[str, Any], what: str) -> list[Finding]:
+    """The recovery oracles on `device`: mount it (journal/log replay; a mount failure is a VIOLATION),
+    `judge` the mounted filesystem, unmount, fsck. `what` names the filesystem in findings ("recovered",
+    "given"). Shared by power cuts and `pmemlab check`."""
+    findings: list[Finding] = []
+    with run.phase("recovery_mount"):
+        mounted = mount_device(machine, fs, dax, device)
+    if mounted.timed_out:
+        raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
+    recovery["mounted"] = mounted.ok
+    if not mounted.ok:
+        findings.append(Finding("recovery-mount", Verdict.VIOLATION,
+                                f"the {what} {fs.value} does not mount: {mounted.err_text.strip()}",
+                                {"device": device, "exit_code": mounted.exit_code}))
+    else:
+        findings.append(Finding("recovery-mount", Verdict.PASS, f"the {what} {fs.value} mounts with dax={dax.value}"))
+        with run.phase("judge"):
+            if run.hooks.oracle("persistence"):  # [oracles] persistence = false: the kind's judge is not run
+                findings += judge(machine, pmem.MOUNTPOINT)
+            pmem.umount(machine.agent)
+    if run.hooks.oracle("fsck"):
+        with run.phase("fsck"):
+            fsck_finding, output = run_fsck(machine.agent, fs, device)
+            (run.run_dir / "fsck.txt").write_text(output)
+            recovery["fsck_clean"] = fsck_finding.verdict is Verdict.PASS
+            findings.append(fsck_finding)
     return findings
 
 
@@ -399,20 +408,20 @@ def _size(path: Path) -> int:
         return 0
 
 
-def mount_recovered(machine: Machine, fs: Filesystem, dax: DaxMode,
-                    device: str | None = None) -> tuple[str, CommandResult]:
-    """On a recovery machine: mount the captured filesystem (journal/log replay) with the same dax
-    mode. `device`: the fsdax block device when the guest already knows it (a restored machine's
-    namespace view is the template's, and the capture descends from it); otherwise wait for the
-    namespace to come back from its info block on the media. Returns the device and the mount's result."""
+def find_recovered_device(machine: Machine) -> str:
+    """On a cold recovery machine: wait for the fsdax namespace to come back from its info block on
+    the captured media, and return its block device."""
+    pmem.wait_for_namespace(machine.agent)
+    device = pmem.existing_pmem_device(machine.agent)
     if device is None:
-        pmem.wait_for_namespace(machine.agent)
-        device = pmem.existing_pmem_device(machine.agent)
-        if device is None:
-            raise GuestError("the fsdax namespace did not come back on the captured media")
-    mounted = machine.run(["sh", "-c", 'mkdir -p "$1" && exec mount -t "$2" -o "dax=$3" "$4" "$1"', "sh",
-                           pmem.MOUNTPOINT, fs.value, dax.value, device], timeout=MOUNT_TIMEOUT_S, check=False)
-    return device, mounted
+        raise GuestError("the fsdax namespace did not come back on the captured media")
+    return device
+
+
+def mount_device(machine: Machine, fs: Filesystem, dax: DaxMode, device: str) -> CommandResult:
+    """Mount `device` at the lab's mountpoint with `dax` (one guest round trip); the mount's result."""
+    return machine.run(["sh", "-c", 'mkdir -p "$1" && exec mount -t "$2" -o "dax=$3" "$4" "$1"', "sh",
+                        pmem.MOUNTPOINT, fs.value, dax.value, device], timeout=MOUNT_TIMEOUT_S, check=False)
 
 
 # -- a power-cut kind's parts, and running them ---------------------------------------------

@@ -30,18 +30,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from lab.crash.cut_flow import MOUNT_TIMEOUT_S, read_file
-from lab.errors import AgentTimeout, ConfigError, GuestError
+from lab.crash.cut_flow import judge_mounted, read_file
+from lab.errors import ConfigError, GuestError
 from lab.guest import pmem
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
 from lab.oracles.finding import Finding
-from lab.oracles.fsck import run_fsck
 from lab.oracles.persistence import check_persistence
 from lab.oracles.records import RecordLayout
 from lab.runner.guest_run import GuestRun, RunHooks, WorkloadResult, run_guarded
 from lab.runner.machines import BootMode
-from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.vm.capture import capture_file
@@ -238,32 +236,13 @@ def _device(machine: Machine, check: ImageCheck) -> str:
 
 def _recover(run: GuestRun, check: ImageCheck, machine: Machine, device: str,
              recovery: dict[str, Any]) -> list[Finding]:
-    """The power cut's recovery oracles (lab/crash/cut_flow.py recover_and_judge), on `device`."""
-    findings: list[Finding] = []
-    fs, dax = check.fs, check.dax
-    with run.phase("recovery_mount"):
-        mounted = machine.run(["sh", "-c", 'mkdir -p "$1" && exec mount -t "$2" -o "dax=$3" "$4" "$1"', "sh",
-                               pmem.MOUNTPOINT, fs.value, dax.value, device], timeout=MOUNT_TIMEOUT_S, check=False)
-    if mounted.timed_out:
-        raise AgentTimeout(f"the recovery mount did not finish within {MOUNT_TIMEOUT_S:.0f} s")
-    recovery["mounted"] = mounted.ok
-    if not mounted.ok:
-        findings.append(Finding("recovery-mount", Verdict.VIOLATION,
-                                f"the given {fs.value} does not mount: {mounted.err_text.strip()}",
-                                {"device": device, "exit_code": mounted.exit_code}))
-    else:
-        findings.append(Finding("recovery-mount", Verdict.PASS, f"the given {fs.value} mounts with dax={dax.value}"))
-        if check.records is not None and run.hooks.oracle("persistence"):
-            with run.phase("judge"):
-                findings.append(_persistence(run, check.records, machine))
-        pmem.umount(machine.agent)
-    if run.hooks.oracle("fsck"):
-        with run.phase("fsck"):
-            fsck_finding, output = run_fsck(machine.agent, fs, device)
-            (run.run_dir / "fsck.txt").write_text(output)
-            recovery["fsck_clean"] = fsck_finding.verdict is Verdict.PASS
-            findings.append(fsck_finding)
-    return findings
+    """The power cut's recovery oracles (lab/crash/cut_flow.py judge_mounted), on `device`."""
+    records = check.records
+
+    def judge(machine: Machine, mountpoint: str) -> list[Finding]:
+        return [_persistence(run, records, machine)] if records is not None else []
+
+    return judge_mounted(run, machine, check.fs, check.dax, device, judge, recovery, "given")
 
 
 def _persistence(run: GuestRun, spec: RecordSpec, machine: Machine) -> Finding:
