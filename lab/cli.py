@@ -18,7 +18,7 @@ from lab.cli_watch import schedule, watch
 from lab.cli_hosts import host, image_push
 from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
-from lab.cli_common import (EXIT_LAB_ERROR, accel_option, backend_options, boot_mode, cold_boot_option,
+from lab.cli_common import (EXIT_LAB_ERROR, verdict_exit, accel_option, backend_options, boot_mode, cold_boot_option,
                             image_and_accel, image_option, json_option, lab_errors)
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
@@ -30,7 +30,6 @@ from lab.paths import cache_dir, images_dir
 from lab.power_cut import POWER_CUT_MODEL
 from lab.runs import new_run_dir, write_json
 from lab.ui import UI
-from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.vm.backend import Backend, BackendChoice
 from lab.vm.boot import MachineShape
@@ -269,7 +268,7 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
         ui.abort(result.error or "disk full", EXIT_LAB_ERROR)
     if not as_json:
         render_result(ui, result)
-    raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR else 0 if result.verdict.passed else 1)
+    raise SystemExit(verdict_exit(result.verdict))
 
 
 def require_adr(accel: Accel) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lab.cli_common import (EXIT_FAILED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode, cold_boot_option,
+from lab.cli_common import (EXIT_FAILED, EXIT_LAB_ERROR, EXIT_OK, verdict_exit, accel_option, boot_mode, cold_boot_option,
                             db_option, image_and_accel, image_option, json_option, lab_errors, open_store)
 from lab.guest.pmem import Filesystem
 from lab.runner.guest_run import WorkloadResult
@@ -82,8 +82,7 @@ def check(image_file: Path, fs: str, layout: str | None, records: int, record_si
         ui.emit_json(result.to_dict())
     else:
         _render(ui, result)
-    raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR
-                     else EXIT_OK if result.verdict.passed else EXIT_FAILED)
+    raise SystemExit(verdict_exit(result.verdict))
 
 
 def _render(ui: UI, result: WorkloadResult) -> None:
@@ -156,8 +155,7 @@ def run_script(repro: Path, check_script: Path | None, fs: str, dax: str, cut_af
         ui.emit_json(result.to_dict())
     else:
         _render_script(ui, result)
-    raise SystemExit(EXIT_LAB_ERROR if result.verdict is Verdict.INFRA_ERROR
-                     else EXIT_OK if result.verdict.passed else EXIT_FAILED)
+    raise SystemExit(verdict_exit(result.verdict))
 
 
 def _render_script(ui: UI, result: WorkloadResult) -> None:

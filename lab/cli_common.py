@@ -18,6 +18,7 @@ from lab.errors import LabError
 from lab.image import cache as image_cache
 from lab.paths import cache_dir
 from lab.runner.machines import BootMode
+from lab.verdict import Verdict
 from lab.ui import UI
 from lab.vm.accel import AccelVerdict, choose
 from lab.vm.boot import probe_kvm_boot
@@ -31,6 +32,13 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the lab worked and a verdict or expectation did not hold
 EXIT_LAB_ERROR = 2  # bad input or the lab itself failed: no verdict can be claimed
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
+
+
+def verdict_exit(verdict: Verdict) -> int:
+    """A single run's exit status: 0 PASS, 1 any other verdict, 2 INFRA-ERROR (no verdict claimed)."""
+    if verdict is Verdict.INFRA_ERROR:
+        return EXIT_LAB_ERROR
+    return EXIT_OK if verdict.passed else EXIT_FAILED
 
 
 def lab_errors(func: F) -> F:
