@@ -12,6 +12,7 @@ import click
 from lab import doctor as doctor_mod
 from lab import logs
 from lab.cli_campaign import campaign, repro, results
+from lab.cli_cache import cache
 from lab.cli_compare import compare
 from lab.cli_serve import serve
 from lab.cli_watch import schedule, watch
@@ -468,6 +469,7 @@ cli.add_command(schedule)
 run_group.add_command(run_script)
 cli.add_command(worker)
 cli.add_command(cluster)
+cli.add_command(cache)
 
 
 def main() -> None:

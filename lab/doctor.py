@@ -239,7 +239,24 @@ def check_disk() -> list[Check]:
         ok = free >= MIN_FREE_BYTES
         checks.append(Check(label, ok, f"{free / 1024**3:.1f} GiB free at {path}",
                             "free space: runs need a few GiB (captures are sparse copies of the NVDIMMs)"))
+    checks.append(check_snapshot_cache())
     return checks
+
+
+def check_snapshot_cache() -> Check:
+    """How much the ready snapshots take, and how much of it can never be used again."""
+    from lab.runner.machines import snapshots_dir
+    from lab.runner.snapshot_cache import entries
+
+    found = entries(snapshots_dir())
+    total = sum(e.allocated for e in found)
+    stale = [e for e in found if e.stale]
+    detail = (f"{len(found)} ready snapshots, {total / 1024**3:.1f} GiB in {snapshots_dir()}"
+              + (f"; {len(stale)} ({sum(e.allocated for e in stale) / 1024**3:.1f} GiB) can never be used again"
+                 if stale else ""))
+    return Check("snapshot cache", True, detail,
+                 "`pmemlab cache gc` removes unusable and least recently used entries" if stale else "",
+                 data={"entries": len(found), "bytes": total, "stale": len(stale)})
 
 
 def check_tools() -> Check:

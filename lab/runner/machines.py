@@ -34,6 +34,7 @@ from lab.guest import pmem
 from lab.guest.pmem import DaxMode, Filesystem, PmemMount
 from lab.image.cache import Image
 from lab.paths import cache_dir
+from lab.runner import snapshot_cache
 from lab.vm.backend import Backend, BackendChoice
 from lab.vm.boot import MachineShape, lab_spec, ready_timeout
 from lab.vm.libvirt_machine import LibvirtMachine
@@ -96,7 +97,9 @@ def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
     if entry in _memo:
         return _memo[entry]
     root.mkdir(parents=True, exist_ok=True)
+    built = False
     with _build_lock(root / f"{key}.lock"):
+        snapshot_cache.hold(entry)  # before the check: from here on the collector leaves it alone
         if entry.exists():
             try:
                 snap = load_snapshot(entry, key)
@@ -110,8 +113,23 @@ def ready_snapshot(request: SnapshotRequest) -> ReadySnapshot:
         except ClockSkewError as exc:
             log.warning("%s; booting the template again", exc)
             snap = _build(request, inputs, key, entry)
+        built = True
     _memo[entry] = snap
+    if built:
+        _collect_after_build(root)
     return snap
+
+
+def _collect_after_build(root: Path) -> None:
+    """A new entry costs ~290 MB: drop what can never be used again, and keep the cache under a
+    generous cap (`pmemlab cache gc` applies a tighter one)."""
+    try:
+        report = snapshot_cache.collect(root, max_bytes=snapshot_cache.AUTO_MAX_BYTES)
+    except OSError as exc:
+        log.warning("could not tidy the ready-snapshot cache %s: %s", root, exc)
+        return
+    for removed in report.removed:
+        log.info("removed ready snapshot %s (%s, %.0f MB)", removed["key"], removed["why"], removed["bytes"] / 1e6)
 
 
 def find_snapshot(request: SnapshotRequest) -> ReadySnapshot | None:
