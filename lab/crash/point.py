@@ -39,7 +39,8 @@ class CrashPoint:
         if self.after_ack is not None:
             drawn = f" (drawn with seed {self.seed})" if self.seed is not None else ""
             return f"after ACK {self.after_ack}{drawn}"
-        return f"{self.after_seconds:.3f} s after the workload started"
+        # kinds count from their own start MARK (mapsync: its mmap succeeded; truncrace: "running")
+        return f"{self.after_seconds:.3f} s into the workload (from its start mark)"
 
     def to_dict(self) -> dict[str, Any]:
         return {"after_ack": self.after_ack, "after_seconds": self.after_seconds, "seed": self.seed}

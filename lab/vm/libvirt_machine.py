@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.errors import AgentClosed, AgentTimeout, LaunchError, MachineError, QemuDied
+from lab.errors import AgentClosed, LaunchError, MachineError, QemuDied
 from lab.guest.agent import AgentClient
 from lab.guest.events import EventStream
 from lab.vm.domain_xml import domain_xml
@@ -116,24 +116,8 @@ class LibvirtMachine(Machine):
                                       f"did not accept within {CHANNEL_TIMEOUT_S:.0f} s: {exc}") from None
                 time.sleep(0.05)
 
-    def wait_ready(self, timeout: float) -> float:
-        agent = self.agent
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AgentTimeout(f"machine {self.spec.name!r}: the guest agent was not ready within {timeout:.0f} s "
-                                   f"(console: {self.spec.console_log})")
-            try:
-                agent.wait_ready(min(0.25, remaining))
-                break
-            except AgentTimeout:
-                self._check_alive()
-            except AgentClosed:
-                time.sleep(0.5)
-                self._check_alive()
-                raise
-        return self._ready()
+    def _await_exit(self) -> None:
+        time.sleep(0.5)  # libvirtd notices the QEMU exit asynchronously; no process of ours to wait for
 
     def save_state(self, dest: Path, timeout: float = 120.0) -> float:
         raise MachineError("the libvirt backend has no ready snapshots (virsh save writes NVDIMM pages back "

@@ -168,11 +168,15 @@ class Machine:
                 self._check_alive()
             except AgentClosed:
                 # The channel closes as QEMU exits (a panic with panic=-1): report the exit, not the EOF.
-                assert self.process is not None
-                self.process.wait(5.0)
+                self._await_exit()
                 self._check_alive()
                 raise
         return self._ready()
+
+    def _await_exit(self) -> None:
+        """Give a machine whose agent channel closed a moment to be seen as ended."""
+        assert self.process is not None
+        self.process.wait(5.0)
 
     def _ready(self) -> float:
         self.ready_at = time.monotonic()

@@ -111,6 +111,6 @@ def test_a_full_disk_while_building_leaves_no_entry(image: Image, accel: AccelVe
             ready_snapshot(SnapshotRequest(image, accel.accel, MachineShape(), None))
         assert "could not be built under" in str(error.value) and "MiB free there" in str(error.value)
         left = sorted(p.name for p in (small / "snapshots").iterdir())
-        assert all(name.endswith(".lock") for name in left), left  # no entry, no .tmp directory
+        assert all(name.endswith((".lock", ".use")) for name in left), left  # no entry, no .tmp directory
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
