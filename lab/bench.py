@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from lab.image.cache import Image
 from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.runner.machines import BootMode, MachineMaker, SnapshotRequest, ready_snapshot
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import DEFAULT_NVDIMM_SIZE, MachineShape, lab_spec, ready_timeout
+from lab.vm.boot import DEFAULT_NVDIMM_SIZE, QEMU_ENV, MachineShape, eadr_qemu, lab_spec, ready_timeout
 from lab.vm.machine import Machine
 from lab.vm.media import create_sparse
 from lab.vm.spec import Persistence
@@ -149,6 +150,49 @@ def restore_times(image: Image, accel: AccelVerdict, fs: Filesystem, runs: int, 
     return {"runs": runs, "fs": fs.value, "accelerator": accel.accel.value, "snapshot_ready_s": warm_s,
             "min_s": round(min(samples), 3), "median_s": _median(samples), "max_s": round(max(samples), 3),
             "samples_s": [round(s, 3) for s in samples], "run_dir": str(run_dir)}
+
+
+def qemu_versions(image: Image, accel: AccelVerdict, fs: Filesystem, records: int, runs: int, run_dir: Path,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """The system QEMU beside the ADR model's QEMU (`PMEMLAB_QEMU=adr`), interleaved run by run: a cold
+    boot to agent-ready, a restore to the agent's answer, and a full crash point on restored machines
+    (eADR, no plugin loaded), so the choice of the lab's one QEMU rests on numbers from one host."""
+    choices = {"system": "", "adr-qemu": "adr"}
+    saved = os.environ.get(QEMU_ENV)
+    found: dict[str, dict[str, Any]] = {}
+    samples: dict[str, dict[str, list[float]]] = {n: {"boot": [], "restore": [], "crash_point": []} for n in choices}
+    verdicts: dict[str, list[str]] = {n: [] for n in choices}
+    try:
+        for name, value in choices.items():
+            os.environ[QEMU_ENV] = value
+            binary, _ = eadr_qemu()
+            found[name] = {"binary": binary, "snapshot_ready_s": warm_snapshots(image, accel, MachineShape(), [fs])}
+        for i in range(runs):
+            for name, value in choices.items():
+                os.environ[QEMU_ENV] = value
+                base = run_dir / f"{name}-{i}"
+                base.mkdir(parents=True)
+                samples[name]["boot"] += boot_times(image, accel, 1, base)
+                samples[name]["restore"].append(restore_times(image, accel, fs, 1, base)["median_s"])
+                wall, result = _mapsync_run(image, accel, fs, records, BootMode.SNAPSHOT, base / "mapsync")
+                samples[name]["crash_point"].append(wall)
+                verdicts[name].append(result.verdict.value)
+                progress(f"run {i + 1}/{runs} {name}: boot {samples[name]['boot'][-1]:.2f} s, restore "
+                         f"{samples[name]['restore'][-1]:.3f} s, crash point {wall:.2f} s ({result.verdict.value})")
+    finally:
+        if saved is None:
+            os.environ.pop(QEMU_ENV, None)
+        else:
+            os.environ[QEMU_ENV] = saved
+    out: dict[str, Any] = {"runs": runs, "fs": fs.value, "records": records, "accelerator": accel.accel.value,
+                           "run_dir": str(run_dir)}
+    for name in choices:
+        out[name] = {**found[name], "verdicts": verdicts[name],
+                     **{f"{k}_median_s": _median(v) for k, v in samples[name].items()},
+                     "samples_s": {k: [round(x, 3) for x in v] for k, v in samples[name].items()}}
+    out["ratio_adr_qemu_over_system"] = {k: round(out["adr-qemu"][f"{k}_median_s"] / out["system"][f"{k}_median_s"], 2)
+                                         for k in ("boot", "restore", "crash_point")}
+    return out
 
 
 def campaign_throughput(scenario_path: Path, image: Image, accel: AccelVerdict, jobs_list: list[int], work: Path,

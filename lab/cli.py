@@ -416,6 +416,37 @@ def bench_restore(runs: int, fs: str, accel: str, image_name: str, as_json: bool
                 f"{summary['min_s']:.3f} s, median {summary['median_s']:.3f} s, max {summary['max_s']:.3f} s")
 
 
+@bench.command("qemu")
+@click.option("--runs", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--fs", type=click.Choice([f.value for f in Filesystem]), default="ext4", show_default=True)
+@click.option("--records", type=int, default=100, show_default=True)
+@accel_option
+@image_option
+@json_option
+@lab_errors
+def bench_qemu(runs: int, fs: str, records: int, accel: str, image_name: str, as_json: bool) -> None:
+    """The system QEMU beside the ADR model's QEMU, interleaved: cold boot, restore and a full crash
+    point (eADR) on each; medians and ratios."""
+    from lab.adr.qemu import find_adr_qemu
+    from lab.bench import qemu_versions
+
+    ui = UI(as_json)
+    img, verdict = image_and_accel(image_name, accel)
+    find_adr_qemu()  # one line naming what is missing, before any machine boots
+    run_dir = new_run_dir("bench-qemu")
+    summary = qemu_versions(img, verdict, Filesystem(fs), records, runs, run_dir, progress=ui.info)
+    write_json(run_dir / "result.json", summary)
+    if as_json:
+        ui.emit_json(summary)
+        return
+    rows = [[k, f"{summary['system'][f'{k}_median_s']:.3f}", f"{summary['adr-qemu'][f'{k}_median_s']:.3f}",
+             f"{summary['ratio_adr_qemu_over_system'][k]}x"] for k in ("boot", "restore", "crash_point")]
+    ui.table(f"median seconds over {runs} interleaved runs ({verdict.accel.value}, {fs}); system: "
+             f"{summary['system']['binary']}, adr-qemu: {summary['adr-qemu']['binary']}",
+             ["measure", "system QEMU", "ADR model's QEMU", "ratio"], rows)
+    ui.info(f"verdicts: system {summary['system']['verdicts']}, adr-qemu {summary['adr-qemu']['verdicts']}")
+
+
 @bench.command("campaign")
 @click.argument("scenario_path", type=click.Path(path_type=Path))
 @click.option("--jobs", "jobs_text", default="1,2", show_default=True, help="Comma-separated -j values to compare.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -54,12 +55,33 @@ def ready_timeout(accel: Accel) -> float:
     return 120.0 if accel is Accel.TCG else 30.0
 
 
+QEMU_ENV = "PMEMLAB_QEMU"
+
+
+def eadr_qemu() -> tuple[str, tuple[Path, ...]]:
+    """The QEMU eADR machines run, and its data directories: the system's qemu-system-x86_64, or
+    $PMEMLAB_QEMU: a path, or `adr` for the ADR model's QEMU (to run or measure the whole lab on it)."""
+    choice = os.environ.get(QEMU_ENV, "")
+    if not choice:
+        return MachineSpec.qemu_binary, ()
+    if choice == "adr":
+        from lab.adr.qemu import find_adr_qemu
+
+        qemu = find_adr_qemu()
+        return str(qemu.binary), qemu.data_dirs
+    if not Path(choice).is_file():
+        raise ConfigError(f"{QEMU_ENV}={choice!r}: expected the path of a qemu-system-x86_64, or 'adr' for the "
+                          "ADR model's QEMU")
+    return choice, ()
+
+
 def lab_spec(image: Image, name: str, workdir: Path, media: list[Path], accel: Accel,
              shape: MachineShape = MachineShape()) -> MachineSpec:
     spec = _spec(image, name, workdir, media, accel, shape)
     if shape.persistence is Persistence.ADR:
         return adr_spec(spec)
-    return spec
+    binary, data_dirs = eadr_qemu()
+    return replace(spec, qemu_binary=binary, data_dirs=data_dirs) if binary != spec.qemu_binary else spec
 
 
 def qemu_binary_for(shape: MachineShape) -> str:
@@ -72,7 +94,10 @@ def qemu_binary_for(shape: MachineShape) -> str:
             return str(find_adr_qemu().binary)
         except ConfigError:
             pass
-    return MachineSpec.qemu_binary
+    try:
+        return eadr_qemu()[0]
+    except ConfigError:
+        return MachineSpec.qemu_binary
 
 
 def adr_spec(spec: MachineSpec) -> MachineSpec:

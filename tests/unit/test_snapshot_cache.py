@@ -142,3 +142,17 @@ def test_cache_gc_command_reports_and_removes(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "snapshots" / "gone").exists()
     listed = json.loads(CliRunner().invoke(cli, ["cache", "list", "--json"]).output)
     assert [e["key"] for e in listed["entries"]] == ["kept"] and listed["entries"][0]["stale"] is None
+
+
+def test_the_eadr_qemu_follows_pmemlab_qemu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lab.vm.boot import eadr_qemu
+
+    monkeypatch.delenv("PMEMLAB_QEMU", raising=False)
+    assert eadr_qemu() == ("qemu-system-x86_64", ())
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text("")
+    monkeypatch.setenv("PMEMLAB_QEMU", str(fake))
+    assert eadr_qemu() == (str(fake), ())
+    monkeypatch.setenv("PMEMLAB_QEMU", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match=r"PMEMLAB_QEMU=.*nope.*expected the path of a qemu-system-x86_64, or 'adr'"):
+        eadr_qemu()
