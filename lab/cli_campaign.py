@@ -364,14 +364,19 @@ def results_show(ident: str, db: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("case_id")
 @click.option("--times", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--campaign", "campaign_id", default=None,
+              help="The campaign whose case to re-run (default: the case's most recent campaign).")
+@click.option("--record", is_flag=True,
+              help="Store each run as a re-run attempt of the case (its verdict stays; compare reads re-runs: "
+                   "a crash point that passes once is flaky).")
 @db_option
 @accel_option
 @json_option
 @cold_boot_option
 @any_image_option
 @lab_errors
-def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, cold_boot: bool,
-          any_image: bool) -> None:
+def repro(case_id: str, times: int, campaign_id: str | None, record: bool, db: str | None, accel: str,
+          as_json: bool, cold_boot: bool, any_image: bool) -> None:
     """Re-run a stored case exactly (same image, kernel, seed, crash point) N times."""
     from lab.cases import Case
     from lab.runs import new_run_dir
@@ -380,7 +385,7 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, c
 
     ui = UI(as_json)
     store = open_store(db)
-    stored = store.get_case(case_id)
+    stored = store.get_case(case_id, campaign_id)
     case = Case.from_dict(dict(stored.case))
     image_id = store.get_campaign(stored.campaign_id).image_id  # the exact image the case ran on
     recorded = stored.verdict
@@ -401,6 +406,8 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, c
                                              RunHooks(boot=boot_mode(cold_boot), oracles=dict(case.oracles)))
         got.append(result.verdict.value)
         walls.append(result.timings.get("total", 0.0))
+        if record:
+            store.add_rerun(stored.campaign_id, stored.id, run_dir, result.to_dict())
         ui.info(f"run {i + 1}/{times}: {result.verdict.value} ({run_dir})", literal=True)
     same = sum(1 for v in got if v == recorded)
     data = {"case_id": case.id, "recorded_verdict": recorded, "runs": times, "reproduced": same, "verdicts": got,

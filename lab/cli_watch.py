@@ -1,42 +1,111 @@
-"""`pmemlab watch PLAN --once`: run a lab plan on each new kernel (lab/watch), added to lab.cli's group."""
+"""`pmemlab watch PLAN --once|--loop`: run a lab plan on each new kernel (lab/watch), added to lab.cli's group."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from lab.cli_common import lab_errors, open_store
 from lab.ui import UI
 
+if TYPE_CHECKING:
+    from lab.watch.plan import Plan
+
 
 @click.command()
 @click.argument("plan_path", type=click.Path(path_type=Path))
-@click.option("--once", is_flag=True, required=True,
+@click.option("--once", is_flag=True,
               help="Check every kernel source once, run what is new, compare, report, exit (a timer calls this).")
+@click.option("--loop", is_flag=True, help="Repeat --once every --interval seconds until SIGINT/SIGTERM.")
+@click.option("--interval", type=click.FloatRange(1, 7 * 86400), default=3600.0, show_default=True,
+              help="With --loop: seconds from the end of one check to the start of the next.")
 @click.option("--dry-run", is_flag=True, help="Only say which sources have a new kernel; build and run nothing.")
 @click.option("--db", default=None, help="Results database URL (default: the plan's db, else SQLite in the data dir).")
+@click.option("--mail-to", multiple=True, help="Mail the summary here (repeatable; adds to the plan's [report] mail_to).")
 @lab_errors
-def watch(plan_path: Path, once: bool, dry_run: bool, db: str | None) -> None:
+def watch(plan_path: Path, once: bool, loop: bool, interval: float, dry_run: bool, db: str | None,
+          mail_to: tuple[str, ...]) -> None:
     """Watch a lab plan's kernels. Exit status: the worst comparison's (0: nothing new or no regression;
-    1: a regression or new failure; 2: no verdict). Another watch of the plan running: a message, status 0."""
+    1: a regression or new failure; 2: no verdict). Another watch of the plan running: a message, status 0.
+    With --loop: a failing check is reported and the loop goes on; SIGINT/SIGTERM end it (a running
+    campaign unwinds as on Ctrl-C): status 0 between checks, 130 during one."""
+    from lab.watch.plan import load_plan
+    from lab.watch.run import check_sources
+
+    if once == loop:
+        raise click.UsageError("give exactly one of --once or --loop")
+    bad = [a for a in mail_to if "@" not in a]
+    if bad:
+        raise click.BadParameter(f"expected mail addresses, got {bad}", param_hint="--mail-to")
+    ui = UI()
+    plan = load_plan(plan_path)
+    check_sources(plan)
+    if once:
+        raise SystemExit(_check(ui, plan, db, dry_run, mail_to))
+    raise SystemExit(_loop(ui, plan, db, dry_run, mail_to, interval))
+
+
+def _loop(ui: UI, plan: Plan, db: str | None, dry_run: bool, mail_to: tuple[str, ...], interval: float) -> int:
+    import signal
+    import threading
+
+    from lab.errors import LabError
+    from lab.watch.run import CHILDREN, WatchInterrupted
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        ui.info(f"watch {plan.name}: {signal.Signals(signum).name}: stopping", literal=True)
+        stop.set()
+        CHILDREN.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    iteration = 0
+    try:
+        while not stop.is_set():
+            iteration += 1
+            ui.info(f"watch {plan.name}: check {iteration}", literal=True)
+            try:
+                _check(ui, plan, db, dry_run, mail_to)
+            except WatchInterrupted:
+                return 130
+            except LabError as exc:  # this check failed; the next one may not
+                ui.info(f"watch {plan.name}: check {iteration} failed: {exc}", literal=True)
+            if stop.is_set() or CHILDREN.stopping:
+                break
+            ui.info(f"watch {plan.name}: next check in {interval:.0f} s", literal=True)
+            stop.wait(interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    ui.info(f"watch {plan.name}: stopped after {iteration} check(s)", literal=True)
+    return 0
+
+
+def _check(ui: UI, plan: Plan, db: str | None, dry_run: bool, mail_to: tuple[str, ...]) -> int:
+    """One --once: the plan's lock, new kernels built and run, compared, reported, mailed."""
+    from lab.cli_campaign import kind_sections
     from lab.image.builder import build
     from lab.image.kernel import user_kernel
     from lab.paths import cache_dir, images_dir
-    from lab.watch.plan import KernelSource, load_plan
-    from lab.watch.run import WatchBusy, check_sources, plan_lock, watch_once
+    from lab.watch.gitkernel import build_git_kernel
+    from lab.watch.mail import MailSettings, send
+    from lab.watch.plan import KernelSource
+    from lab.watch.run import WatchBusy, mail_summary, plan_lock, watch_once
 
-    assert once
-    ui = UI()
     started = time.monotonic()
-    plan = load_plan(plan_path)
-    check_sources(plan)
 
-    def build_image(source: KernelSource, ref: str) -> None:
+    def build_image(source: KernelSource, version: str, ref: str) -> None:
         kernel = None
-        if source.directory is not None:
-            d = source.directory
+        directory = source.directory
+        if source.git is not None:
+            ui.info(f"{source.name}: building {version} from {source.git.tree}", literal=True)
+            directory = build_git_kernel(source.name, source.git, version)
+        if directory is not None:
+            d = directory
             kernel = user_kernel(d / "bzImage", d / "modules" if (d / "modules").is_dir() else None,
                                  d / ".config" if (d / ".config").is_file() else None)
         result = build(images_dir() / "debian12-pmem.toml", cache_dir(), kernel=kernel, ref=ref)
@@ -47,14 +116,21 @@ def watch(plan_path: Path, once: bool, dry_run: bool, db: str | None) -> None:
         with plan_lock(plan):
             store = open_store(db or plan.db)
             try:
-                status, _ = watch_once(plan, store, build_image, lambda m: ui.info(m, literal=True), dry_run=dry_run)
+                status, results = watch_once(plan, store, build_image, lambda m: ui.info(m, literal=True),
+                                             dry_run=dry_run, kind_sections=kind_sections)
             finally:
                 store.close()
     except WatchBusy as exc:
         ui.info(f"not starting: {exc}", literal=True)
-        status = 0
+        return 0
+    to = tuple(dict.fromkeys((*plan.report.mail_to, *mail_to)))
+    summary = mail_summary(plan.name, status, results)
+    if to and summary is not None:
+        r = plan.report
+        failure = send(MailSettings(to, r.mail_from, r.sendmail, r.smtp_host, r.smtp_port), *summary)
+        ui.info(f"mail to {', '.join(to)}: " + (f"NOT SENT: {failure}" if failure else "sent"), literal=True)
     ui.info(f"watch {plan.name}: done in {time.monotonic() - started:.1f} s, exit status {status}", literal=True)
-    raise SystemExit(status)
+    return status
 
 
 @click.group()

@@ -4,8 +4,9 @@ A cell (a matrix cell, by its stable cell key) is judged in each campaign from i
 finished cases:
 
     met       every case met its expectation
-    not met   a case's verdict (other than INFRA-ERROR) differs from its expectation
-    flaky     one crash point (cell, crash index) both met and not met across repeats
+    not met   a crash point (cell, crash index) missed its expectation in every run: its repeats and
+              its re-runs (attempts stored by `repro --record`, as `watch` does before calling a regression)
+    flaky     none such, but a crash point both met and missed its expectation across repeats or re-runs
     infra     no verdict to judge: an unexpected INFRA-ERROR or an unfinished case, none not met
     absent    the campaign has no case of that cell
 
@@ -79,10 +80,11 @@ class CaseChange:
     baseline: str | None  # verdict, None where absent or unfinished
     candidate: str | None
     expect: str
+    reruns: tuple[str, ...] = ()  # the candidate's re-run verdicts, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return {"case_id": self.case_id, "baseline": self.baseline, "candidate": self.candidate,
-                "expect": self.expect}
+                "expect": self.expect, "reruns": list(self.reruns)}
 
 
 @dataclass(frozen=True)
@@ -140,14 +142,19 @@ def cell_state(cases: Sequence[CaseRecord]) -> CellState:
     outcome: dict[tuple[int, str], set[bool]] = {}  # (crash index, expectation) -> met values over repeats
     no_verdict = False
     for case in cases:
+        key = (case.crash_index, case.expect)
+        for rerun in case.reruns:  # an INFRA-ERROR re-run is no evidence either way
+            if rerun.verdict is not None and (rerun.verdict != INFRA or case.expect == INFRA):
+                outcome.setdefault(key, set()).add(rerun.verdict == case.expect)
         if not case.finished or (case.verdict == INFRA and case.expect != INFRA):
             no_verdict = True
             continue
-        outcome.setdefault((case.crash_index, case.expect), set()).add(bool(case.met_expectation))
-    if any(len(seen) == 2 for seen in outcome.values()):
-        return CellState.FLAKY
+        outcome.setdefault(key, set()).add(bool(case.met_expectation))
+    # A crash point that fails every time is a failure even beside a flaky one: flakiness never hides it.
     if any(seen == {False} for seen in outcome.values()):
         return CellState.NOT_MET
+    if any(len(seen) == 2 for seen in outcome.values()):
+        return CellState.FLAKY
     return CellState.INFRA if no_verdict else CellState.MET
 
 
@@ -180,7 +187,8 @@ def _case_changes(base: Iterable[CaseRecord], cand: Iterable[CaseRecord]) -> tup
         old = before.get(case.id)
         old_verdict = old.verdict if old is not None else None
         if case.met_expectation is not True or old_verdict != case.verdict:
-            out.append(CaseChange(case.id, old_verdict, case.verdict, case.expect))
+            out.append(CaseChange(case.id, old_verdict, case.verdict, case.expect,
+                                  tuple(a.verdict or INFRA for a in case.reruns)))
     return tuple(out)
 
 
@@ -228,8 +236,9 @@ def render_text(result: Comparison) -> str:
                 lines.append(f"    known issue ({was}): {cell.known.reason}"
                              + (f" <{cell.known.link}>" if cell.known.link else ""))
             for case in cell.cases[:5]:
+                reruns = f"; re-runs: {', '.join(case.reruns)}" if case.reruns else ""
                 lines.append(f"    case {case.case_id}: {case.baseline or '-'} -> {case.candidate or '-'}"
-                             f" (expected {case.expect})")
+                             f" (expected {case.expect}{reruns})")
             if len(cell.cases) > 5:
                 lines.append(f"    ... and {len(cell.cases) - 5} more cases")
     if result.expired:

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from lab.markup import Html, e, index_ranges, table
@@ -20,6 +20,9 @@ from lab.power_cut import POWER_CUT_MODEL
 from lab.report.campaign import SUMMARY_COLUMNS, summary_rows
 from lab.store.records import AttemptRecord, CampaignRecord, CaseRecord, FindingRecord, iso
 from lab.store.summary import summarize
+
+if TYPE_CHECKING:
+    from lab.compare import Comparison
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 80em; }
@@ -38,6 +41,8 @@ article.case { border: 1px solid #ddd; border-radius: 4px; padding: 0.3em 1em; m
 .v-hang { background: #b7791f; } .v-infra-error { background: #b7791f; }
 .unmet { color: #b22; font-weight: bold; }
 pre { white-space: pre-wrap; margin: 0; font-size: 0.9em; }
+.change { font-weight: bold; } .change.bad { color: #fff; background: #b22; padding: 0 0.4em; }
+.change.flaky, .change.infra { color: #b7791f; } .change.fixed, .change.new-pass { color: #2a7d2a; }
 """
 
 _VERDICT_CLASS = {"PASS": "v-pass", "VIOLATION": "v-violation", "KERNEL-BUG": "v-kernel-bug", "HANG": "v-hang",
@@ -142,9 +147,13 @@ def kind_section(kind: str, body: str) -> str:
     return f'<section id="kind-{e(kind)}">{body}</section>'
 
 
-def write_html(path: str | Path, campaign: CampaignRecord, sections: Sequence[str] = ()) -> Path:
+def write_html(path: str | Path, campaign: CampaignRecord, sections: Sequence[str] = (),
+               changes: Comparison | None = None) -> Path:
     """The campaign page; ``sections``: HTML from the workload kinds (see ``kind_section``), placed
-    between the summary and the cases."""
+    between the summary and the cases. ``changes``: the comparison with a baseline, when there is one:
+    a "Changes since baseline" section leads the page."""
+    from lab.report.changes import render_changes_html
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = summarize(campaign.id, campaign.cases)
@@ -153,6 +162,7 @@ def write_html(path: str | Path, campaign: CampaignRecord, sections: Sequence[st
     page = ("<!DOCTYPE html>\n"
             f'<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_CSS}</style></head>'
             f"<body>{_header(campaign, summary.exit_status)}"
+            f"{render_changes_html(changes) if changes is not None else ''}"
             f'<section id="summary"><h2>Summary</h2>'
             f"{table(SUMMARY_COLUMNS, summary_rows(summary), total_row=True)}</section>"
             f"{''.join(sections)}"

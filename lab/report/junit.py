@@ -4,6 +4,10 @@ A case whose verdict met its expectation passes (even INFRA-ERROR, when that
 was the expectation). An unexpected INFRA-ERROR is an <error> (the lab failed,
 the kernel was not judged); any other unmet expectation is a <failure>; a case
 that never finished is <skipped>.
+
+With a comparison (lab/compare.py), CI fails on what changed: only the cases of a regression or a new
+failure are <failure>s; a case of a cell still failing, known or flaky is <skipped> with that reason
+(visible, not red), and each testcase carries its cell's change class as a property.
 """
 
 from __future__ import annotations
@@ -11,10 +15,14 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.power_cut import POWER_CUT_MODEL
 from lab.store.records import CampaignRecord, CaseRecord, iso
 from lab.verdict import Verdict
+
+if TYPE_CHECKING:
+    from lab.compare import Comparison
 
 INFRA = Verdict.INFRA_ERROR.value
 # Characters XML 1.0 cannot carry at all (console logs do contain them): dropped.
@@ -60,7 +68,8 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: object)
     return element
 
 
-def write_junit(path: str | Path, campaign: CampaignRecord) -> Path:
+def write_junit(path: str | Path, campaign: CampaignRecord, comparison: Comparison | None = None) -> Path:
+    changes = {c.cell_key: c for c in comparison.cells} if comparison is not None else {}
     scenario = campaign.scenario_name or "scenario"
     counts = {"tests": len(campaign.cases), "failures": 0, "errors": 0, "skipped": 0}
     total_time = 0.0
@@ -73,6 +82,9 @@ def write_junit(path: str | Path, campaign: CampaignRecord) -> Path:
                        ("jobs", campaign.jobs), ("status", campaign.status)):
         _sub(props, "property", name=f"campaign.{key}", value=value)
     _sub(props, "property", name="power_cut_model", value=POWER_CUT_MODEL)
+    if comparison is not None:
+        _sub(props, "property", name="baseline.id", value=comparison.baseline.id)
+        _sub(props, "property", name="baseline.kernel_version", value=comparison.baseline.kernel_version)
 
     for case in sorted(campaign.cases, key=lambda c: c.position):
         seconds = case_seconds(case)
@@ -81,7 +93,14 @@ def write_junit(path: str | Path, campaign: CampaignRecord) -> Path:
                         time=f"{seconds:.3f}")
         verdict, expect = case.verdict, case.expect
         text = findings_text(case)
-        if not case.finished:
+        cell = changes.get(case.cell_key)
+        if cell is not None:
+            _sub(_sub(testcase, "properties"), "property", name="change", value=cell.change.value)
+        if cell is not None and case.finished and not case.met_expectation and not cell.change.bad:
+            counts["skipped"] += 1
+            why = f"{cell.change.value}" + (f" (known issue: {cell.known.reason})" if cell.known else "")
+            _sub(testcase, "skipped", text, message=f"{why}, not a regression: expected {expect}, got {verdict}")
+        elif not case.finished:
             counts["skipped"] += 1
             _sub(testcase, "skipped", message=f"not finished (status {case.status})")
         elif case.met_expectation:
@@ -93,7 +112,10 @@ def write_junit(path: str | Path, campaign: CampaignRecord) -> Path:
                  type=verdict)
         else:
             counts["failures"] += 1
-            _sub(testcase, "failure", text, message=f"expected {expect}, got {verdict}", type=verdict)
+            what = f"{cell.change.value}: " if cell is not None else ""
+            base = next((c.baseline for c in cell.cases if c.case_id == case.id), None) if cell else None
+            since = f" (baseline {base})" if base else ""
+            _sub(testcase, "failure", text, message=f"{what}expected {expect}, got {verdict}{since}", type=verdict)
         _sub(testcase, "system-out", f"case {case.id} seed {case.seed} infra retries {case.infra_retries}\n{text}")
 
     for element in (root, suite):

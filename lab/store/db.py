@@ -172,6 +172,26 @@ def _artifacts(run_dir: Path) -> list[tuple[str, str]]:
 _ATTEMPT_LOAD = (selectinload(Attempt.findings), selectinload(Attempt.timings), selectinload(Attempt.artifacts))
 
 
+def _fill_attempt(attempt: Attempt, result: dict[str, Any]) -> str:
+    """Finish an attempt row from a CheckResult.to_dict(); returns its verdict."""
+    verdict = str(result.get("verdict") or Verdict.INFRA_ERROR.value)  # no verdict is no pass
+    run_dir = Path(str(result.get("run_dir") or attempt.run_dir))
+    attempt.status = AttemptStatus.FINISHED.value
+    if result.get("run_dir"):
+        attempt.run_dir = str(result["run_dir"])  # where it ran: a cluster worker's own run directory
+    attempt.finished_at = utcnow()
+    attempt.verdict = verdict
+    attempt.error = result.get("error")
+    attempt.result = result
+    attempt.findings = [FindingRow(oracle=str(f["oracle"]), verdict=str(f["verdict"]),
+                                   summary=str(f["summary"]), details=f.get("details") or {})
+                        for f in result.get("findings") or []]
+    attempt.timings = [TimingRow(phase=str(k), seconds=float(v))
+                       for k, v in (result.get("timings") or {}).items()]
+    attempt.artifacts = [ArtifactRow(kind=k, path=p) for k, p in _artifacts(run_dir)]
+    return verdict
+
+
 class ResultsStore:
     """Use ``ResultsStore.open(url)``; every method commits before it returns."""
 
@@ -276,21 +296,7 @@ class ResultsStore:
                 return False
             if host is not None:
                 attempt.host = host
-            verdict = str(result.get("verdict") or Verdict.INFRA_ERROR.value)  # no verdict is no pass
-            run_dir = Path(str(result.get("run_dir") or attempt.run_dir))
-            attempt.status = AttemptStatus.FINISHED.value
-            if result.get("run_dir"):
-                attempt.run_dir = str(result["run_dir"])  # where it ran: a cluster worker's own run directory
-            attempt.finished_at = utcnow()
-            attempt.verdict = verdict
-            attempt.error = result.get("error")
-            attempt.result = result
-            attempt.findings = [FindingRow(oracle=str(f["oracle"]), verdict=str(f["verdict"]),
-                                           summary=str(f["summary"]), details=f.get("details") or {})
-                                for f in result.get("findings") or []]
-            attempt.timings = [TimingRow(phase=str(k), seconds=float(v))
-                               for k, v in (result.get("timings") or {}).items()]
-            attempt.artifacts = [ArtifactRow(kind=k, path=p) for k, p in _artifacts(run_dir)]
+            verdict = _fill_attempt(attempt, result)
             case = attempt.case
             if final:
                 case.status = CaseStatus.FINISHED.value
@@ -300,6 +306,22 @@ class ResultsStore:
                 case.status = CaseStatus.PENDING.value
                 case.infra_retries += 1
         return True
+
+    def add_rerun(self, campaign_id: str, case_id: str, run_dir: str | Path, result: dict[str, Any]) -> int:
+        """Store a finished re-run of a case (`repro --record`, watch's re-runs before calling a regression):
+        an attempt like any other, marked ``"rerun": true`` in its result, that leaves the case's own
+        verdict and status as the campaign judged them (lab/compare.py reads re-runs apart)."""
+        with self._session(write=True) as s:
+            if s.get(Case, (campaign_id, case_id)) is None:
+                raise StoreError(f"no case {case_id} in campaign {campaign_id}")
+            number = s.scalar(select(func.count()).select_from(Attempt).where(
+                Attempt.campaign_id == campaign_id, Attempt.case_id == case_id)) or 0
+            attempt = Attempt(campaign_id=campaign_id, case_id=case_id, number=number + 1, started_at=utcnow(),
+                              status=AttemptStatus.RUNNING.value, run_dir=str(run_dir))
+            s.add(attempt)
+            _fill_attempt(attempt, {**result, "rerun": True})
+            s.flush()
+            return attempt.id
 
     def interrupt_running(self, campaign_id: str) -> None:
         """After Ctrl-C or a crashed controller: running attempts and cases become interrupted."""
@@ -360,14 +382,16 @@ class ResultsStore:
                               .options(selectinload(Case.attempts).options(*_ATTEMPT_LOAD))).all()
             return _campaign_record(campaign, cases=tuple(_case_record(c, attempts=True) for c in cases))
 
-    def get_case(self, case_id: str) -> CaseRecord:
-        """The case in its most recent campaign, with all its attempts and their findings."""
+    def get_case(self, case_id: str, campaign_id: str | None = None) -> CaseRecord:
+        """The case in the campaign given, else in its most recent campaign, with all its attempts and
+        their findings."""
         with self._session(write=False) as s:
-            case = s.scalars(select(Case).join(Campaign).where(Case.id == case_id)
+            where = [Case.id == case_id] + ([Case.campaign_id == campaign_id] if campaign_id else [])
+            case = s.scalars(select(Case).join(Campaign).where(*where)
                              .order_by(Campaign.created_at.desc(), Campaign.id.desc()).limit(1)
                              .options(selectinload(Case.attempts).options(*_ATTEMPT_LOAD))).first()
             if case is None:
-                raise StoreError(f"no case {case_id}")
+                raise StoreError(f"no case {case_id}" + (f" in campaign {campaign_id}" if campaign_id else ""))
             return _case_record(case, attempts=True)
 
     def find(self, id_or_prefix: str) -> CampaignRecord | CaseRecord:

@@ -67,6 +67,12 @@ class AttemptRecord:
     artifacts: tuple[ArtifactRecord, ...] = ()
     host: str | None = None  # the host (or cluster worker) that ran it
 
+    @property
+    def rerun(self) -> bool:
+        """A re-run stored after the campaign judged the case (ResultsStore.add_rerun): evidence of
+        flakiness, never the case's verdict."""
+        return bool(self.result and self.result.get("rerun"))
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "campaign_id": self.campaign_id, "case_id": self.case_id, "number": self.number,
                 "host": self.host,
@@ -100,7 +106,13 @@ class CaseRecord:
 
     @property
     def latest(self) -> AttemptRecord | None:
-        return self.attempts[-1] if self.attempts else None
+        """The newest attempt the campaign judged (re-runs stored later are not the case's verdict)."""
+        judged = [a for a in self.attempts if not a.rerun]
+        return judged[-1] if judged else None
+
+    @property
+    def reruns(self) -> tuple[AttemptRecord, ...]:
+        return tuple(a for a in self.attempts if a.rerun)
 
     @property
     def workload(self) -> str:

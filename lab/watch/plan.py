@@ -13,6 +13,24 @@
     [[kernel]]
     name = "mainline"
     directory = "/srv/kernel/out"         # bzImage (+ modules/, .config) a build drops; new hash -> rebuilt
+    [[kernel]]
+    name = "next"
+    git = "/srv/linux"                    # a git tree: a new commit on `branch` -> built, then imaged
+    branch = "master"                     # default: HEAD
+    build = "make olddefconfig && make -j$(nproc)"   # optional (lab/watch/gitkernel.py says what it gets)
+    config_fragment = "pmem.config"       # optional, relative to the plan (default: lab/watch/pmem.config)
+
+    [compare]
+    reruns = 2                            # re-runs of each failing case before a regression is called
+
+    [report]
+    mail_to = ["lab@example.org"]         # the plain-text summary, mailed (a failure to send is reported)
+    mail_from = "pmemlab@example.org"     # default: pmemlab@<this host>
+    sendmail = "/usr/sbin/sendmail"       # or smtp_host/smtp_port (default: sendmail when it exists)
+    smtp_host = "localhost"
+    smtp_port = 25
+    junit = true                          # also REPORT_DIR/<campaign>.junit.xml (the comparison's regressions
+                                          # as failures) and REPORT_DIR/<campaign>.html
 
 Each scenario runs on the image its own `image` ref names: a source's new kernel is built under
 that ref (a directory source's scenarios should name a ref of their own).
@@ -37,11 +55,43 @@ class _Kernel(BaseModel):
     name: str = Field(pattern=_NAME)
     debian_package: str | None = None
     directory: str | None = None
+    git: str | None = None
+    branch: str = Field(default="HEAD", min_length=1)
+    build: str | None = Field(default=None, min_length=1)
+    config_fragment: str | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> _Kernel:
-        if (self.debian_package is None) == (self.directory is None):
-            raise ValueError("give exactly one of debian_package or directory")
+        if sum(x is not None for x in (self.debian_package, self.directory, self.git)) != 1:
+            raise ValueError("give exactly one of debian_package, directory or git")
+        if self.git is None and (self.build is not None or self.config_fragment is not None
+                                 or "branch" in self.model_fields_set):
+            raise ValueError("branch, build and config_fragment belong to a git source")
+        return self
+
+
+class _Compare(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reruns: int = Field(default=2, ge=0, le=20)
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mail_to: list[str] = Field(default_factory=list)
+    mail_from: str | None = None
+    sendmail: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    junit: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> _Report:
+        if self.sendmail is not None and self.smtp_host is not None:
+            raise ValueError("give sendmail or smtp_host, not both")
+        if any("@" not in a for a in self.mail_to):
+            raise ValueError(f"mail_to: expected mail addresses, got {self.mail_to}")
         return self
 
 
@@ -55,6 +105,16 @@ class _Plan(BaseModel):
     known_issues: str | None = None
     report_dir: str | None = None
     kernel: list[_Kernel] = Field(min_length=1)
+    compare: _Compare = Field(default_factory=_Compare)
+    report: _Report = Field(default_factory=_Report)
+
+
+@dataclass(frozen=True)
+class GitKernel:
+    tree: Path
+    branch: str = "HEAD"
+    build: str | None = None  # None: lab/watch/gitkernel.py's DEFAULT_BUILD
+    config_fragment: Path | None = None  # None: the shipped lab/watch/pmem.config
 
 
 @dataclass(frozen=True)
@@ -62,6 +122,17 @@ class KernelSource:
     name: str
     debian_package: str | None = None
     directory: Path | None = None
+    git: GitKernel | None = None
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    mail_to: tuple[str, ...] = ()
+    mail_from: str | None = None
+    sendmail: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    junit: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +145,16 @@ class Plan:
     db: str | None = None
     known_issues: Path | None = None
     report_dir: Path | None = None
+    reruns: int = 2
+    report: ReportSettings = ReportSettings()
+
+
+def _source(base: Path, k: _Kernel) -> KernelSource:
+    git = None
+    if k.git is not None:
+        git = GitKernel((base / k.git).resolve(), k.branch, k.build,
+                        (base / k.config_fragment).resolve() if k.config_fragment else None)
+    return KernelSource(k.name, k.debian_package, Path(k.directory) if k.directory else None, git)
 
 
 def _where(loc: tuple[object, ...]) -> str:
@@ -98,6 +179,10 @@ def load_plan(path: Path) -> Plan:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: kernel: names must be distinct, got {names}")
     base = path.resolve().parent
+    r = model.report
+    for i, k in enumerate(model.kernel):
+        if k.config_fragment is not None and not (base / k.config_fragment).is_file():
+            raise ConfigError(f"{path}: kernel[{i}].config_fragment: no such file {base / k.config_fragment}")
     scenarios = tuple((base / s).resolve() for s in model.scenarios)
     for i, scenario in enumerate(scenarios):
         if not scenario.is_file():
@@ -105,5 +190,6 @@ def load_plan(path: Path) -> Plan:
     return Plan(path=path, name=model.name, scenarios=scenarios, jobs=model.jobs, db=model.db,
                 known_issues=base / model.known_issues if model.known_issues else None,
                 report_dir=base / model.report_dir if model.report_dir else None,
-                kernels=tuple(KernelSource(k.name, k.debian_package,
-                                           Path(k.directory) if k.directory else None) for k in model.kernel))
+                kernels=tuple(_source(base, k) for k in model.kernel), reruns=model.compare.reruns,
+                report=ReportSettings(tuple(r.mail_to), r.mail_from, r.sendmail, r.smtp_host, r.smtp_port,
+                                      r.junit))

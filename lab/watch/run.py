@@ -11,25 +11,75 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.compare import compare, render_text
-from lab.errors import ConfigError, LabError
+from lab.compare import Comparison, compare, render_text
+from lab.errors import ConfigError, KernelConfigError, LabError
 from lab.known_issues import KnownIssues, load_known_issues
 from lab.paths import data_dir
+from lab.rerun import RerunCase, confirm_failures, repro_runner
 from lab.store.db import ResultsStore
-from lab.store.records import CampaignRecord
+from lab.store.records import CampaignRecord, CaseRecord
+from lab.watch.gitkernel import KernelBuildError
 from lab.watch.plan import KernelSource, Plan
 from lab.watch.sources import current_version
 
 Say = Callable[[str], None]
-# (source, image ref) -> builds that source's kernel under that ref; the CLI passes the real builder.
-BuildImage = Callable[[KernelSource, str], None]
+# (source, version, image ref) -> builds that source's kernel under that ref; the CLI passes the real
+# builder. A kernel that cannot be built or imaged (KernelBuildError, KernelConfigError) is reported.
+BuildImage = Callable[[KernelSource, str, str], None]
+# (store URL, candidate campaign id) -> re-runs one failing case once, storing the attempt (lab/rerun.py).
+RerunFactory = Callable[[str, str], RerunCase]
+# (cases, page directory) -> the workload kinds' HTML sections (lab.cli_campaign.kind_sections).
+KindSections = Callable[[Sequence[CaseRecord], Path], list[str]]
+
+
+class WatchInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM while a campaign or re-run ran: the child was told to stop and has unwound."""
+
+
+class _Children:
+    """The child process running now, so a signal can be passed on to it (Ctrl-C semantics: a campaign
+    marks its cases interrupted and stops its machines), and whether a stop was asked for."""
+
+    def __init__(self) -> None:
+        self.current: subprocess.Popen[str] | None = None
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        child = self.current
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    def run(self, argv: list[str]) -> tuple[int, str]:
+        if self.stopping:
+            raise WatchInterrupted("stopped before " + " ".join(argv[3:5]))
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # progress and errors: our stderr
+        self.current = child
+        try:
+            out, _ = child.communicate()
+        finally:
+            if child.poll() is None:  # we are unwinding (an exception): never leave it running
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            self.current = None
+        if self.stopping:
+            raise WatchInterrupted(f"stopped during {' '.join(argv[3:5])} (status {child.returncode})")
+        return child.returncode, out
+
+
+CHILDREN = _Children()
 
 
 class WatchBusy(LabError):
@@ -63,6 +113,8 @@ class SourceResult:
     new: bool
     statuses: list[int] = field(default_factory=list)
     reports: list[Path] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # each report's text, for the mail
+    headlines: list[str] = field(default_factory=list)  # one line per report: what changed
 
 
 def _scenario_ref(path: Path) -> tuple[str, str]:
@@ -76,14 +128,18 @@ def _run_campaign(plan: Plan, store_url: str, scenario: Path) -> int:
     argv = [sys.executable, "-m", "lab.cli", "campaign", "run", str(scenario), "--db", store_url, "--json"]
     if plan.jobs:
         argv += ["-j", str(plan.jobs)]
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)  # its progress and errors go to our stderr
-    if proc.returncode not in (0, 1, 2):
-        raise LabError(f"campaign run {scenario} ended with status {proc.returncode}")
+    status, out = CHILDREN.run(argv)
+    if status not in (0, 1, 2):
+        raise LabError(f"campaign run {scenario} ended with status {status}")
     try:
-        json.loads(proc.stdout)
+        json.loads(out)
     except ValueError:
-        raise LabError(f"campaign run {scenario} printed no summary (status {proc.returncode})") from None
-    return proc.returncode
+        raise LabError(f"campaign run {scenario} printed no summary (status {status})") from None
+    return status
+
+
+def _repro_runner(store_url: str, campaign_id: str) -> RerunCase:
+    return repro_runner(store_url, campaign_id, CHILDREN.run)
 
 
 def _baseline(before: list[CampaignRecord], new: CampaignRecord) -> CampaignRecord | None:
@@ -93,11 +149,37 @@ def _baseline(before: list[CampaignRecord], new: CampaignRecord) -> CampaignReco
     return same[0] if same else None
 
 
+def report_dir_of(plan: Plan) -> Path:
+    return plan.report_dir or data_dir() / "watch" / plan.name
+
+
+def _write_report(report_dir: Path, name: str, text: str) -> Path:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report = report_dir / name
+    report.write_text(text)
+    return report
+
+
+def _side_reports(plan: Plan, report_dir: Path, candidate: CampaignRecord, comparison: Comparison | None,
+                  kind_sections: KindSections | None) -> list[Path]:
+    """[report] junit = true: the campaign's JUnit (regressions as failures) and HTML page."""
+    from lab.report.html import write_html
+    from lab.report.junit import write_junit
+
+    if not plan.report.junit:
+        return []
+    sections = kind_sections(candidate.cases, report_dir) if kind_sections else []
+    return [write_junit(report_dir / f"{candidate.id}.junit.xml", candidate, comparison),
+            write_html(report_dir / f"{candidate.id}.html", candidate, sections, comparison)]
+
+
 def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Say, *,
-               dry_run: bool = False) -> tuple[int, list[SourceResult]]:
-    """Exit status: the worst comparison's (0 when nothing is new)."""
+               dry_run: bool = False, rerun_factory: RerunFactory | None = None,
+               kind_sections: KindSections | None = None) -> tuple[int, list[SourceResult]]:
+    """Exit status: the worst comparison's (0 when nothing is new; 2 for a kernel that did not build)."""
     known = load_known_issues(plan.known_issues) if plan.known_issues else KnownIssues(())
-    report_dir = plan.report_dir or data_dir() / "watch" / plan.name
+    report_dir = report_dir_of(plan)
+    rerun_factory = rerun_factory or _repro_runner
     scenarios: list[tuple[Path, str, str]] = []  # loaded at the first new kernel: nothing new stays quick
     results: list[SourceResult] = []
     for source in plan.kernels:
@@ -113,8 +195,23 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
             continue
         # Every scenario error before any build.
         scenarios = scenarios or [(path, *_scenario_ref(path)) for path in plan.scenarios]
-        for ref in dict.fromkeys(ref for _, _, ref in scenarios):
-            build_image(source, ref)
+        try:
+            for ref in dict.fromkeys(ref for _, _, ref in scenarios):
+                build_image(source, version, ref)
+        except (KernelBuildError, KernelConfigError) as exc:
+            # This kernel cannot be tested: said (and mailed), remembered so it is not rebuilt every
+            # run; the source's next version is tried as usual.
+            text = (f"pmemlab watch {plan.name}: kernel source {source.name} {version}\n"
+                    f"BUILD FAILED: no image for this kernel; nothing ran on it (its next version will be tried)\n"
+                    f"{exc}\n")
+            safe = version.replace("/", "_").replace("@", "-")
+            result.reports.append(_write_report(report_dir, f"build-{source.name}-{safe}.txt", text))
+            result.texts.append(text)
+            result.headlines.append(f"{source.name}: BUILD FAILED for {version}")
+            result.statuses.append(2)
+            say(text.rstrip("\n"))
+            store.watch_record_seen(plan.name, source.name, version)
+            continue
         for path, name, _ref in scenarios:
             before = [item.campaign for item in store.list_campaigns()]
             status = _run_campaign(plan, store.url, path)
@@ -126,21 +223,47 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
             base = _baseline(before, candidate)
             header = (f"pmemlab watch {plan.name}: kernel source {source.name} {version}, scenario {name}, "
                       f"campaign {candidate.id}\n")
+            comparison = None
             if base is None:
-                text = header + f"FIRST RUN of scenario {name}: no baseline; campaign exit status {status}\n"
+                headline = f"FIRST RUN of scenario {name}: no baseline; campaign exit status {status}"
+                text = header + headline + "\n"
             else:
                 comparison = compare(store.get_campaign(base.id), candidate, known)
+                if any(c.change.bad for c in comparison.cells) and plan.reruns > 0:
+                    say(f"re-running the failing cases of {sum(c.change.bad for c in comparison.cells)} "
+                        f"failing cell(s) up to {plan.reruns} time(s) each before calling a regression")
+                    outcome = confirm_failures(store, comparison, known, plan.reruns,
+                                               rerun_factory(store.url, candidate.id), say)
+                    comparison, candidate = outcome.comparison, outcome.comparison.candidate
                 # A regression decides; otherwise a campaign without evidence (2) still says so.
                 status = 1 if comparison.exit_status == 1 else max(comparison.exit_status, 2 if status == 2 else 0)
-                text = header + render_text(comparison)
-            report_dir.mkdir(parents=True, exist_ok=True)
-            report = report_dir / f"{candidate.id}.txt"
-            report.write_text(text)
+                body = render_text(comparison)
+                headline = f"{name}: {body.splitlines()[0]}"
+                text = header + body
+            result.reports.append(_write_report(report_dir, f"{candidate.id}.txt", text))
+            result.reports.extend(_side_reports(plan, report_dir, candidate, comparison, kind_sections))
             say(text.rstrip("\n"))
             result.statuses.append(status)
-            result.reports.append(report)
+            result.texts.append(text)
+            result.headlines.append(headline)
         store.watch_record_seen(plan.name, source.name, version)
     return max((s for r in results for s in r.statuses), default=0), results
+
+
+def mail_summary(plan_name: str, status: int, results: list[SourceResult]) -> tuple[str, str] | None:
+    """(subject, body) of a run that did something, what changed first; None when nothing was new."""
+    texts = [t for r in results for t in r.texts]
+    if not texts:
+        return None
+    word = {0: "no regression", 1: "REGRESSION", 2: "NO VERDICT"}.get(status, f"status {status}")
+    heads = [h for r in results for h in r.headlines]
+    subject = f"pmemlab watch {plan_name}: {word}: " + "; ".join(heads)
+    if len(subject) > 200:
+        subject = subject[:197] + "..."
+    lines = [f"pmemlab watch {plan_name}: {word} (exit status {status})", ""]
+    lines += [f"  {h}" for h in heads]
+    body = "\n".join(lines) + "\n\n" + "\n".join(texts)
+    return subject, body
 
 
 def check_sources(plan: Plan) -> None:

@@ -2,6 +2,7 @@
 
 debian_package: the candidate version apt would install (`apt-cache policy` behind the meta package).
 directory: sha256 of its bzImage, plus the names, sizes and mtimes of its modules tree and .config.
+git: BRANCH@COMMIT, the commit `git rev-parse` gives for the branch.
 """
 
 from __future__ import annotations
@@ -34,5 +35,9 @@ def current_version(source: KernelSource) -> str:
     if source.debian_package is not None:
         kernel = resolve_kernel(source.debian_package)
         return f"{kernel.package}={kernel.version}"
+    if source.git is not None:
+        from lab.watch.gitkernel import git_version
+
+        return git_version(source.git)
     assert source.directory is not None
     return directory_version(source.directory)
