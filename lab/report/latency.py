@@ -4,7 +4,7 @@ The statistics (buckets, summaries, cells, ratios, the published figures)
 are lab/latency_stats.py; this module only lays them out. Absolute numbers
 from an emulated machine (TCG) are not comparable with the published ones;
 what should carry over is the shape: the ratio MAP_SYNC / plain for each
-(file, background load) pair. Everything here is pure except ``plot_png``
+(file, background load) pair. Everything here is pure except ``plot_png``/``plot_svg``
 (matplotlib) and ``render_html`` (which also writes the PNG).
 """
 
@@ -133,6 +133,20 @@ def _group_label(group: tuple[str, bool]) -> str:
 def plot_png(cells: list[Cell], dpi: int = 100) -> bytes:
     """Bar chart of the average latency per cell, MAP_SYNC beside plain: one panel per
     filesystem measured, and the published figures in a last panel (own scale)."""
+    buf = io.BytesIO()
+    _figure(cells, dpi).savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_svg(cells: list[Cell]) -> str:
+    """The same chart as inline SVG markup (the dashboard's pages: no image files, no scripts)."""
+    buf = io.StringIO()
+    _figure(cells, 72).savefig(buf, format="svg")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE: it goes inside HTML
+
+
+def _figure(cells: list[Cell], dpi: int) -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -168,9 +182,21 @@ def plot_png(cells: list[Cell], dpi: int = 100) -> bytes:
         ax.tick_params(axis="y", labelsize=7)
         ax.margins(y=0.15)
         ax.legend(fontsize=7, frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
+
+
+def svg_figure(cases: Sequence[CaseRecord]) -> str:
+    """The chart of some stored cases as an HTML <figure> with inline SVG; a line saying why not
+    when they hold no fault-latency samples or matplotlib is missing."""
+    cells = [c for c in cells_from_results(results_of_cases(cases)) if c.summary is not None]
+    if not cells:
+        return '<p class="no-plot">No fault-latency samples to plot.</p>'
+    try:
+        svg = plot_svg(cells)
+    except ImportError as exc:
+        return f'<p class="no-plot">(no chart: {e(exc)})</p>'
+    return (f'<figure class="fault-latency">{svg}<figcaption>Average first-store latency per cell, MAP_SYNC '
+            "beside plain; the last panel is the published figures.</figcaption></figure>")
 
 
 # -- HTML ------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ GET only: the app has no write endpoint and no API docs. Pages are rendered on t
 server from store records (lab/store/records.py) and lab/compare.py's comparison.
 A case page shows the text artifacts its attempts recorded (console logs, fsck
 output), read from the paths stored for them and cut to their last MAX_LOG_BYTES.
+Fault-latency cases get lab/report/latency.py's chart as inline SVG (drawn on the server:
+no scripts) on their case page, and all of a campaign's on its page.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from lab.compare import Change, cell_state, compare
 from lab.known_issues import KnownIssues
+from lab.latency_stats import KIND as FAULT_LATENCY
+from lab.report.latency import svg_figure
 from lab.store.db import ResultsStore, StoreError
 from lab.store.records import CampaignListing, CampaignRecord, CaseRecord
 from lab.store.summary import summarize
@@ -83,8 +88,10 @@ def create_app(store: ResultsStore, known: KnownIssues | None = None) -> FastAPI
     def campaign(request: Request, campaign_id: str) -> HTMLResponse:
         record = store.get_campaign(campaign_id)
         listing = store.list_campaigns()
+        latency = [c for c in record.cases if c.workload == FAULT_LATENCY]
         return page(request, "campaign.html", campaign=record, summary=summarize(record.id, record.cases),
-                    previous=previous_of(listing).get(record.id))
+                    previous=previous_of(listing).get(record.id),
+                    latency_plot=Markup(svg_figure(latency)) if latency else None)
 
     @app.get("/trend", response_class=HTMLResponse)
     def trend(request: Request, scenario: str, cell: str) -> HTMLResponse:
@@ -104,6 +111,7 @@ def create_app(store: ResultsStore, known: KnownIssues | None = None) -> FastAPI
             raise StoreError(f"no case {case_id} in campaign {campaign_id}")
         logs = {a.id: [(art.kind, art.path, read_tail(art.path)) for art in a.artifacts
                        if art.kind in TEXT_ARTIFACTS] for a in found.attempts}
-        return page(request, "case.html", campaign=record, case=found, logs=logs)
+        plot = Markup(svg_figure([found])) if found.workload == FAULT_LATENCY else None
+        return page(request, "case.html", campaign=record, case=found, logs=logs, latency_plot=plot)
 
     return app
