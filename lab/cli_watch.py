@@ -43,12 +43,14 @@ def watch(plan_path: Path, once: bool, loop: bool, interval: float, dry_run: boo
     ui = UI()
     plan = load_plan(plan_path)
     check_sources(plan)
-    if once:
-        raise SystemExit(_check(ui, plan, db, dry_run, mail_to))
-    raise SystemExit(_loop(ui, plan, db, dry_run, mail_to, interval))
+    raise SystemExit(_loop(ui, plan, db, dry_run, mail_to, None if once else interval))
 
 
-def _loop(ui: UI, plan: Plan, db: str | None, dry_run: bool, mail_to: tuple[str, ...], interval: float) -> int:
+def _loop(ui: UI, plan: Plan, db: str | None, dry_run: bool, mail_to: tuple[str, ...],
+          interval: float | None) -> int:
+    """Checks until a signal (interval None: one check, as --once). A signal during a campaign or re-run
+    is passed on to it as SIGINT (it unwinds as on Ctrl-C); during a build it interrupts us (the build's
+    process group is killed on the way out); between checks it just ends the wait."""
     import signal
     import threading
 
@@ -56,28 +58,43 @@ def _loop(ui: UI, plan: Plan, db: str | None, dry_run: bool, mail_to: tuple[str,
     from lab.watch.run import CHILDREN, WatchInterrupted
 
     stop = threading.Event()
+    in_check = False
 
     def on_signal(signum: int, _frame: object) -> None:
-        ui.info(f"watch {plan.name}: {signal.Signals(signum).name}: stopping", literal=True)
+        name = signal.Signals(signum).name
+        ui.info(f"watch {plan.name}: {name}: stopping", literal=True)
         stop.set()
-        CHILDREN.stop()
+        if CHILDREN.current is not None:
+            CHILDREN.stop()
+        elif in_check and not CHILDREN.stopping:
+            CHILDREN.stopping = True
+            raise WatchInterrupted(f"stopped by {name}")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     iteration = 0
+    status = 0
     try:
         while not stop.is_set():
             iteration += 1
-            ui.info(f"watch {plan.name}: check {iteration}", literal=True)
+            if interval is not None:
+                ui.info(f"watch {plan.name}: check {iteration}", literal=True)
             try:
-                _check(ui, plan, db, dry_run, mail_to)
-            except WatchInterrupted:
+                in_check = True
+                status = _check(ui, plan, db, dry_run, mail_to)
+            except WatchInterrupted as exc:
+                ui.info(f"watch {plan.name}: {exc}", literal=True)
                 return 130
-            except LabError as exc:  # this check failed; the next one may not
-                ui.info(f"watch {plan.name}: check {iteration} failed: {exc}", literal=True)
-            if stop.is_set() or CHILDREN.stopping:
-                break
-            ui.info(f"watch {plan.name}: next check in {interval:.0f} s", literal=True)
-            stop.wait(interval)
+            except LabError as exc:
+                if interval is None:
+                    raise
+                ui.info(f"watch {plan.name}: check {iteration} failed: {exc}", literal=True)  # the next may not
+            finally:
+                in_check = False
+            if interval is None:
+                return status
+            if not stop.is_set():
+                ui.info(f"watch {plan.name}: next check in {interval:.0f} s", literal=True)
+                stop.wait(interval)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
