@@ -76,6 +76,46 @@ def test_known_issue_on_the_comparison_page(seeded: ResultsStore) -> None:
     assert row_of(page, "fs=ext4,sync=on") == "known" and "ext4 loses a record" in page
 
 
+def seed_fault_latency(store: ResultsStore, run_root: Path) -> None:
+    """A finished fault-latency campaign: plain and MAP_SYNC stores on ext4, and one that failed."""
+    cells = [("sync=off", False, [20, 22, 24], "PASS"), ("sync=on", True, [100, 120, 140], "PASS"),
+             ("bg", True, [], "INFRA-ERROR")]
+    cases = []
+    for i, (cell, map_sync, _, _) in enumerate(cells):
+        check = {"kind": "fault-latency", "fs": "ext4", "dax": "always",
+                 "params": {"pages": 3, "file": "empty", "map_sync": map_sync, "background_copy": cell == "bg"}}
+        cases.append({"id": f"lat{i}", "cell_key": cell, "cell": {}, "repeat": 0, "crash_index": 0, "seed": i,
+                      "expect": "PASS", "workload": "fault-latency", "check": check})
+    store.create_campaign(campaign_id="lat1", scenario_name="fault-latency", scenario_path="s.toml",
+                          scenario_text="", scenario_hash="l", image_id="img", kernel_version="6.1.0-14-amd64",
+                          accelerator="tcg", jobs=1, cases=cases)
+    for case, (_, _, samples_us, verdict) in zip(cases, cells):
+        run_dir = run_root / str(case["id"])
+        run_dir.mkdir(parents=True)
+        attempt = store.start_attempt("lat1", str(case["id"]), run_dir)
+        store.finish_attempt(attempt, {
+            "kind": "fault-latency", "verdict": verdict, "accelerator": "tcg", "check": case["check"],
+            "run_dir": str(run_dir), "findings": [], "timings": {"total": 3.0},
+            "metrics": {"samples_ns": [us * 1000 for us in samples_us]} if samples_us else {}}, final=True)
+    store.set_campaign_status("lat1", "finished")
+
+
+def test_fault_latency_plots_are_inline_svg(seeded: ResultsStore, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    seed_fault_latency(seeded, tmp_path / "lat")
+    client = TestClient(create_app(seeded))
+    case = client.get("/case/lat1/lat1")
+    assert case.status_code == 200
+    assert re.search(r'<figure class="fault-latency"><svg [^>]*xmlns="http://www.w3.org/2000/svg"', case.text)
+    assert "<script" not in case.text and "<?xml" not in case.text  # drawn on the server, inside the page
+    campaign = client.get("/campaign/lat1")
+    assert campaign.text.count('<figure class="fault-latency"><svg') == 1
+    failed = client.get("/case/lat1/lat2")  # no samples: said, not drawn
+    assert "No fault-latency samples to plot." in failed.text and "<svg" not in failed.text
+    mapsync = client.get("/case/cand2/cfsext4-syncon-1")  # other kinds get no plot
+    assert "fault-latency" not in mapsync.text and "<svg" not in mapsync.text
+
+
 def test_read_only_and_missing_things(seeded: ResultsStore) -> None:
     client = TestClient(create_app(seeded))
     assert client.post("/").status_code == 405

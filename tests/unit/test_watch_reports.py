@@ -228,3 +228,24 @@ def test_bad_plan_settings_name_the_field(tmp_path: Path, extra: str, where: str
     with pytest.raises(ConfigError) as info:
         load_plan(path)
     assert str(info.value).startswith(f"{path}: ") and where in str(info.value), str(info.value)
+
+
+def test_compare_writes_junit_and_html_with_the_changes(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.seed import seed_pair
+
+    db = f"sqlite:///{tmp_path}/results.db"
+    with ResultsStore.open(db) as store:
+        seed_pair(store, tmp_path / "runs")
+    env = {**os.environ, "PMEMLAB_DATA": str(tmp_path / "data"), "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "compare", "base1", "cand2", "--db", db,
+                           "--junit", str(tmp_path / "j.xml"), "--html", str(tmp_path / "r.html")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    html = (tmp_path / "r.html").read_text()
+    assert "Changes since baseline" in html and '<span class="change bad">regression</span>' in html
