@@ -61,7 +61,9 @@ class _Children:
     def run(self, argv: list[str]) -> tuple[int, str]:
         if self.stopping:
             raise WatchInterrupted("stopped before " + " ".join(argv[3:5]))
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)  # progress and errors: our stderr
+        # Its own process group: a terminal's Ctrl-C reaches only us, and stop() passes it on once (a
+        # second SIGINT would cut the child's own unwinding short). Progress and errors: our stderr.
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, process_group=0)
         self.current = child
         try:
             out, _ = child.communicate()

@@ -204,3 +204,38 @@ def test_sigint_during_a_build_stops_it_and_the_loop(tmp_path: Path) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)  # the build's process group went with it
     assert "Traceback" not in watcher.text
+
+
+def test_a_stop_passes_sigint_on_to_the_running_child_once(tmp_path: Path) -> None:
+    from lab.watch.run import WatchInterrupted, _Children
+
+    marker = tmp_path / "got"
+    child = ("import signal, sys, time\n"
+             "def on(*_):\n"
+             f"    open({str(marker)!r}, 'a').write('SIGINT\\n'); sys.exit(130)\n"
+             "signal.signal(signal.SIGINT, on)\n"
+             f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
+             "time.sleep(60)\n")
+    children = _Children()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            children.run([sys.executable, "-c", child, "campaign", "run"])
+        except BaseException as exc:  # noqa: BLE001 (what the thread ended with is the assertion)
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():  # its handler installed
+        assert time.monotonic() < deadline and thread.is_alive(), errors
+        time.sleep(0.02)
+    started = time.monotonic()
+    children.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and time.monotonic() - started < 10
+    assert len(errors) == 1 and isinstance(errors[0], WatchInterrupted) and "status 130" in str(errors[0])
+    assert marker.read_text() == "SIGINT\n" and children.current is None
+    with pytest.raises(WatchInterrupted, match="stopped before"):
+        children.run([sys.executable, "-c", "pass", "campaign", "run"])  # nothing new starts once stopping
