@@ -48,25 +48,49 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--local", "local_workers", type=click.IntRange(1, 16), required=True,
-              help="Start this many workers on this machine (remote hosts: run 'pmemlab worker' there).")
+@click.option("--local", "local_workers", type=click.IntRange(0, 16), default=0,
+              help="Start this many workers on this machine.")
+@click.option("--host", "hosts", multiple=True, metavar="NAME|USER@ADDR",
+              help="Start a worker on this host over SSH (repeatable): an inventory host ('pmemlab host add'), or "
+                   "USER@ADDR[:PORT] with --key/--known-hosts.")
+@click.option("--key", default="~/.ssh/id_ed25519", show_default=True, help="Private key file for USER@ADDR hosts.")
+@click.option("--known-hosts", default="~/.ssh/known_hosts", show_default=True,
+              help="known_hosts for USER@ADDR hosts (their host keys are verified; unknown keys are refused).")
+@click.option("--workdir", default=None, help="The lab's directory on USER@ADDR hosts (default /var/tmp/pmemlab).")
+@click.option("--pmemlab", "pmemlab_cmd", default=None,
+              help="The pmemlab executable on USER@ADDR hosts (an absolute path, or a name on its PATH; "
+                   "default: pmemlab).")
 @click.option("--vm", "slots", type=click.IntRange(1, 64), default=None,
-              help="VM slots per worker (default: this host's -j rule shared among the workers).")
+              help="VM slots per worker (default: local: this host's -j rule shared among the workers; "
+                   "remote: the inventory's slots, 1 for USER@ADDR).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Scheduler port (0: any).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address the scheduler listens on.")
+@click.option("--listen", default=None, metavar="ADDR",
+              help="Address the scheduler listens on (default: 127.0.0.1; with --host, this machine's address "
+                   "on the route to the hosts).")
 @json_option
 @lab_errors
-def cluster_up(local_workers: int, slots: int | None, port: int, host: str, as_json: bool) -> None:
-    """Start a scheduler and local workers, recorded under the data directory."""
+def cluster_up(local_workers: int, hosts: tuple[str, ...], key: str, known_hosts: str, workdir: str | None,
+               pmemlab_cmd: str | None, slots: int | None, port: int, listen: str | None, as_json: bool) -> None:
+    """Start a scheduler here, local workers and one worker per remote host; recorded under the data directory."""
     ui = UI(as_json)
     _need_dask(ui)
-    from lab.cluster import local
+    from lab.cluster import local, remote
+    from lab.hosts import inventory
 
-    started = local.up(local_workers, slots or _default_slots(local_workers), port, host)
+    if not local_workers and not hosts:
+        ui.abort("cluster up: give --local N and/or --host NAME|USER@ADDR", EXIT_LAB_ERROR)
+    remote_hosts = [remote.adhoc_host(h, key, known_hosts, workdir, pmemlab_cmd) if "@" in h else inventory.get(h)
+                    for h in hosts]
+    names = [h.name for h in remote_hosts]
+    if len(set(names)) != len(names):
+        ui.abort(f"cluster up: a host is given twice ({', '.join(names)}): one worker per host", EXIT_LAB_ERROR)
+    started = local.up(local_workers, slots or _default_slots(max(local_workers, 1)), port,
+                       listen or local.listen_address(remote_hosts), remote_hosts=remote_hosts, remote_slots=slots)
     if as_json:
         ui.emit_json(started.to_dict())
         return
-    ui.info(f"cluster up at {started.address}: {local_workers} worker(s); "
+    where = ", ".join(([f"{local_workers} here"] if local_workers else []) + names)
+    ui.info(f"cluster up at {started.address}: workers {where}; "
             f"run 'pmemlab campaign run SCENARIO --cluster {started.address}', then 'pmemlab cluster down'",
             literal=True)
 
@@ -88,7 +112,7 @@ def cluster_scheduler(scheduler_file: Path, host: str, port: int) -> None:
 @json_option
 @lab_errors
 def cluster_status(as_json: bool) -> None:
-    """The recorded local cluster: its processes, and each worker's VM slots and running tasks."""
+    """The recorded cluster: its processes (remote workers by host), each worker's VM slots and running tasks."""
     ui = UI(as_json)
     _need_dask(ui)
     from lab.cluster import local
@@ -96,10 +120,11 @@ def cluster_status(as_json: bool) -> None:
 
     state = local.LocalCluster.load()
     if state is None:
-        ui.abort(f"no local cluster recorded in {local.state_path()} ('pmemlab cluster up --local N')",
+        ui.abort(f"no cluster recorded in {local.state_path()} ('pmemlab cluster up --local N | --host NAME')",
                  EXIT_LAB_ERROR)
     rows: list[dict[str, str]] = []
-    if state.members and state.members[0].alive():
+    scheduler = next((m for m in state.members if m.role == "scheduler"), None)
+    if scheduler is not None and scheduler.alive():
         client = connect(state.address, timeout=5)
         try:
             processing = client.processing()
@@ -109,13 +134,17 @@ def cluster_status(as_json: bool) -> None:
                              "running": str(len(processing.get(address, ())))})
         finally:
             client.close()
-    members = [{"role": m.role, "pid": str(m.pid), "alive": "yes" if m.alive() else "no", "log": m.log}
+    joined = {r["name"] for r in rows}
+    # A remote worker is not asked over SSH here: joined to the scheduler is what counts.
+    members = [{"role": m.role, "host": m.name, "pid": str(m.pid),
+                "alive": ("joined" if m.name in joined else "not joined") if m.host else
+                         ("yes" if m.alive() else "no"), "log": m.log}
                for m in state.members]
     if as_json:
         ui.emit_json({"address": state.address, "members": members, "workers": rows})
         return
-    ui.table(f"cluster {state.address}: processes", ["role", "pid", "alive", "log"],
-             [[m["role"], m["pid"], m["alive"], m["log"]] for m in members], literal=True)
+    ui.table(f"cluster {state.address}: processes", ["role", "host", "pid", "alive", "log"],
+             [[m["role"], m["host"], m["pid"], m["alive"], m["log"]] for m in members], literal=True)
     ui.table("workers", ["name", "address", "VM slots", "running tasks"],
              [[r["name"], r["address"], r["vm"], r["running"]] for r in rows], literal=True)
 
@@ -123,8 +152,13 @@ def cluster_status(as_json: bool) -> None:
 @cluster.command("down")
 @lab_errors
 def cluster_down() -> None:
-    """Stop the recorded local cluster's workers, then its scheduler (by pid)."""
+    """Stop the recorded cluster: remote workers over SSH, local workers, then the scheduler (by pid)."""
     from lab.cluster import local
 
-    for line in local.down():
-        UI().info(line, literal=True)
+    ui = UI()
+    lines = local.down()
+    for line in lines:
+        ui.info(line, literal=True)
+    if any("NOT stopped" in line for line in lines):
+        ui.abort(f"some workers were not stopped; they stay in {local.state_path()}: "
+                 "'pmemlab cluster down' again once their hosts answer", EXIT_LAB_ERROR)

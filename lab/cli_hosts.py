@@ -27,13 +27,15 @@ def host() -> None:
 @click.option("--libvirt-uri", default=None)
 @click.option("--slots", type=int, default=1, show_default=True, help="Machines at once there.")
 @click.option("--workdir", default=inventory.DEFAULT_WORKDIR, show_default=True, help="The lab's directory there.")
+@click.option("--pmemlab", "pmemlab_there", default=inventory.DEFAULT_PMEMLAB, show_default=True,
+              help="The pmemlab executable there (an absolute path, or a name on its PATH) that --host runs.")
 @lab_errors
 def host_add(name: str, target: str, key: str, known_hosts: str, backend: str, libvirt_uri: str | None, slots: int,
-             workdir: str) -> None:
+             workdir: str, pmemlab_there: str) -> None:
     """Add (or replace) a host in the inventory."""
     hosts = inventory.load()
     data = {"target": target, "key": key, "known_hosts": known_hosts, "backend": backend, "slots": slots,
-            "workdir": workdir, **({"libvirt_uri": libvirt_uri} if libvirt_uri else {})}
+            "workdir": workdir, "pmemlab": pmemlab_there, **({"libvirt_uri": libvirt_uri} if libvirt_uri else {})}
     hosts[name] = inventory.validate(name, data, "pmemlab host add")
     path = inventory.save(hosts)
     UI().info(f"host {name} ({target}, {backend}) saved in {path}")
@@ -49,8 +51,8 @@ def host_list(as_json: bool) -> None:
     if as_json:
         ui.emit_json({"hosts": [dataclasses.asdict(h) for h in hosts.values()]})
         return
-    ui.table(f"hosts ({inventory.inventory_path()})", ["name", "target", "backend", "slots", "workdir"],
-             [[h.name, h.target, h.backend, str(h.slots), h.workdir] for h in hosts.values()])
+    ui.table(f"hosts ({inventory.inventory_path()})", ["name", "target", "backend", "slots", "workdir", "pmemlab"],
+             [[h.name, h.target, h.backend, str(h.slots), h.workdir, h.pmemlab] for h in hosts.values()])
 
 
 @host.command("remove")

@@ -1,6 +1,7 @@
-"""`pmemlab cluster up --local N | status | down`: a scheduler and N workers on this machine, as
+"""`pmemlab cluster up [--local N] [--host NAME|USER@ADDR ...] | status | down`: a scheduler on this
+machine, N workers here and one worker per remote host (started over SSH: lab.cluster.remote), as
 processes this lab starts (each its own process group), records (pids in a state file under the
-data directory) and stops by pid; nothing is found or killed by name.
+data directory; a remote worker's with its host) and stops by pid; nothing is found or killed by name.
 
 Both run as pmemlab commands (`pmemlab cluster scheduler`, hidden; `pmemlab worker`), so a leftover
 shows in `pgrep -af 'pmemlab (worker|cluster)'`. The scheduler runs with allowed-failures 0: a
@@ -16,11 +17,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.cluster import remote
 from lab.errors import LabError
+from lab.hosts.inventory import Host, validate
 from lab.paths import data_dir
 
 START_TIMEOUT_S = 60
@@ -45,8 +48,13 @@ def state_path() -> Path:
 class Member:
     role: str  # "scheduler" or "worker"
     pid: int
-    log: str
+    log: str  # on the member's host
+    host: Host | None = None  # a remote worker's host (its pid and log are there); None: this machine
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)  # started by this command
+
+    @property
+    def name(self) -> str:
+        return self.host.name if self.host else "local"
 
     def cmdline(self) -> str:
         try:
@@ -55,7 +63,10 @@ class Member:
             return ""
 
     def alive(self) -> bool:
-        """Alive and still ours: a recycled pid running something else is not."""
+        """Alive and still ours: a recycled pid running something else is not (a remote one: never
+        asked here; see lab.cluster.remote)."""
+        if self.host is not None:
+            return False
         if self.proc is not None:
             return self.proc.poll() is None
         mark = SCHEDULER_MARK if self.role == "scheduler" else WORKER_MARK
@@ -69,7 +80,16 @@ class LocalCluster:
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address,
-                "members": [{"role": m.role, "pid": m.pid, "log": m.log} for m in self.members]}
+                "members": [{"role": m.role, "pid": m.pid, "log": m.log,
+                             **({"host": asdict(m.host)} if m.host else {})} for m in self.members]}
+
+    @property
+    def local_members(self) -> list[Member]:
+        return [m for m in self.members if m.host is None]
+
+    @property
+    def remote_members(self) -> list[Member]:
+        return [m for m in self.members if m.host is not None]
 
     @classmethod
     def load(cls) -> LocalCluster | None:
@@ -78,9 +98,10 @@ class LocalCluster:
             return None
         try:
             data = json.loads(path.read_text())
-            return cls(str(data["address"]), [Member(str(m["role"]), int(m["pid"]), str(m["log"]))
+            return cls(str(data["address"]), [Member(str(m["role"]), int(m["pid"]), str(m["log"]),
+                                                     _host(m["host"], path) if "host" in m else None)
                                               for m in data["members"]])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ClusterStateError(f"{path}: not a cluster state file ({exc}); remove it") from None
 
     def save(self) -> None:
@@ -89,6 +110,36 @@ class LocalCluster:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         tmp.rename(path)
+
+
+def _host(data: dict[str, Any], path: Path) -> Host:
+    fields = {k: v for k, v in data.items() if k != "name" and v is not None}
+    return validate(str(data["name"]), fields, str(path))
+
+
+def listen_address(hosts: list[Host]) -> str:
+    """Where the scheduler listens when not told: 127.0.0.1 for local workers only; otherwise this
+    machine's address on the route to the remote hosts (the source address the kernel picks to reach
+    them), which must be one address for all of them."""
+    import socket
+
+    if not hosts:
+        return "127.0.0.1"
+    sources: dict[str, list[str]] = {}
+    for host in hosts:
+        try:
+            family = socket.AF_INET6 if ":" in host.address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((host.address, host.port))  # UDP: no packet is sent, only a route chosen
+                sources.setdefault(str(probe.getsockname()[0]), []).append(host.name)
+        except OSError as exc:
+            raise ClusterStateError(f"host {host.name!r}: no route to {host.address} ({exc}); "
+                                    "give the scheduler's address with --listen") from None
+    if len(sources) > 1:
+        seen = "; ".join(f"{a} for {', '.join(n)}" for a, n in sorted(sources.items()))
+        raise ClusterStateError(f"the hosts reach this machine at different addresses ({seen}): choose one "
+                                "every host can reach with --listen ADDR")
+    return next(iter(sources))
 
 
 def pmemlab_argv() -> list[str]:
@@ -125,7 +176,7 @@ def _spawn(role: str, argv: list[str], log: Path, env: dict[str, str]) -> Member
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, close_fds=True)
-    return Member(role, proc.pid, str(log), proc)
+    return Member(role, proc.pid, str(log), proc=proc)
 
 
 def _wait_for_file(path: Path, member: Member, deadline: float) -> dict[str, Any]:
@@ -177,19 +228,25 @@ def _reap(pid: int) -> None:
 
 
 def up(workers: int, slots: int, port: int = 0, host: str = "127.0.0.1",
-       extra_env: dict[str, str] | None = None) -> LocalCluster:
-    """Start a scheduler and `workers` workers of `slots` VM slots; wait until all have joined."""
+       extra_env: dict[str, str] | None = None, remote_hosts: list[Host] | None = None,
+       remote_slots: int | None = None) -> LocalCluster:
+    """Start a scheduler listening on `host`, `workers` local workers of `slots` VM slots and one worker
+    per remote host (its inventory slots, or `remote_slots`); wait until all have joined."""
+    from lab.hosts.ssh import HostConnection
+
     existing = LocalCluster.load()
-    if existing is not None and any(m.alive() for m in existing.members):
-        raise ClusterStateError(f"a local cluster is already up at {existing.address} "
-                                "('pmemlab cluster down' first)")
+    if existing is not None and (existing.remote_members or any(m.alive() for m in existing.members)):
+        raise ClusterStateError(f"a cluster is already up at {existing.address} ('pmemlab cluster down' first)")
     where = cluster_dir()
     where.mkdir(parents=True, exist_ok=True)
     scheduler_file = where / "scheduler.json"
     scheduler_file.unlink(missing_ok=True)
     env = dict(os.environ, **(extra_env or {}))
     members: list[Member] = []
+    conns: list[HostConnection] = []
     try:
+        for remote_host in remote_hosts or []:  # every host key verified before anything starts
+            conns.append(HostConnection(remote_host).__enter__())
         members.append(_spawn("scheduler", pmemlab_argv() + ["cluster", "scheduler", "--scheduler-file",
                                                              str(scheduler_file), "--host", host, "--port", str(port)],
                               where / "scheduler.log", env))
@@ -199,35 +256,90 @@ def up(workers: int, slots: int, port: int = 0, host: str = "127.0.0.1",
             members.append(_spawn("worker", pmemlab_argv() + ["worker", "--scheduler", address,
                                                              "--vm", str(slots), "--name", f"local-{i + 1}"],
                                   where / f"worker-{i + 1}.log", env))
+        for conn in conns:
+            pid = remote.start_worker(conn, address, remote_slots or conn.host.slots)
+            members.append(Member("worker", pid, remote.Paths(conn.host.workdir).log, conn.host))
         cluster = LocalCluster(address, members)
         cluster.save()
-        _wait_for_workers(cluster, workers, deadline)
+        _wait_for_workers(cluster, conns, deadline)
         return cluster
     except BaseException:
-        stop_members(members)
+        _stop_remote([m for m in members if m.host], {c.host.name: c for c in conns})
+        stop_members([m for m in members if m.host is None])
         state_path().unlink(missing_ok=True)
         raise
+    finally:
+        for conn in conns:
+            conn.close()
 
 
-def _wait_for_workers(cluster: LocalCluster, count: int, deadline: float) -> None:
+def _wait_for_workers(cluster: LocalCluster, conns: list[Any], deadline: float) -> None:
+    """Until every worker has joined the scheduler; a local one that died or a remote one that stopped
+    running fails at once, with its log (a remote one's tail, fetched over SSH)."""
     from lab.cluster.client import connect, workers
 
+    by_host = {c.host.name: c for c in conns}
+    want = len(cluster.members) - 1
     client = connect(cluster.address)
+    checked = 0.0
     try:
-        while len(workers(client)) < count:
-            dead = [m for m in cluster.members if not m.alive()]
+        while len(workers(client)) < want:
+            joined = {str(w.get("name")) for w in workers(client).values()}
+            dead = [m for m in cluster.local_members if not m.alive()]
+            if time.monotonic() - checked > 2.0:  # over SSH: not every 0.2 s
+                checked = time.monotonic()
+                dead += [m for m in cluster.remote_members if m.name not in joined
+                         and not remote.worker_running(by_host[m.name], m.pid)]
             if dead or time.monotonic() > deadline:
-                logs = ", ".join(m.log for m in dead or cluster.members[1:])
-                raise ClusterStateError(f"{count} worker(s) did not join {cluster.address}; see {logs}")
+                late = dead or [m for m in cluster.members[1:] if m.host is None or m.name not in joined]
+                raise ClusterStateError(f"{want} worker(s) did not join {cluster.address}: "
+                                        + "; ".join(_where(m, by_host) for m in late))
             time.sleep(0.2)
     finally:
         client.close()
 
 
+def _where(member: Member, conns: dict[str, Any]) -> str:
+    if member.host is None:
+        return f"see {member.log}"
+    tail = remote.log_tail(conns[member.name]).splitlines()
+    return f"host {member.name}: {member.log} there ends: " + " | ".join(tail[-5:])
+
+
+def _stop_remote(members: list[Member], conns: dict[str, Any] | None = None) -> tuple[list[str], list[Member]]:
+    """Stop remote workers over SSH (a connection per host, reused when given); what was done, and the
+    members whose host could not be reached (kept in the state file for the next 'down')."""
+    from lab.hosts.ssh import HostConnection, HostError
+
+    done: list[str] = []
+    left: list[Member] = []
+    for member in members:
+        assert member.host is not None
+        try:
+            conn = (conns or {}).get(member.name)
+            if conn is not None:
+                outcome = remote.stop_worker(conn, member.pid)
+            else:
+                with HostConnection(member.host) as fresh:
+                    outcome = remote.stop_worker(fresh, member.pid)
+            done.append(f"worker {member.pid} on {member.name}: {outcome}")
+        except HostError as exc:
+            left.append(member)
+            done.append(f"worker {member.pid} on {member.name}: NOT stopped: {exc}")
+    return done, left
+
+
 def down() -> list[str]:
+    """Remote workers (over SSH), then local workers, then the scheduler. A host that cannot be reached
+    keeps its worker in the state file: 'down' again once it can."""
     cluster = LocalCluster.load()
     if cluster is None:
-        raise ClusterStateError(f"no local cluster recorded in {state_path()}")
-    done = stop_members(cluster.members[1:]) + stop_members(cluster.members[:1])  # workers first
-    state_path().unlink(missing_ok=True)
+        raise ClusterStateError(f"no cluster recorded in {state_path()}")
+    done, left = _stop_remote(cluster.remote_members)
+    local = cluster.local_members
+    done += stop_members(local[1:]) + stop_members(local[:1])  # workers first
+    if left:
+        LocalCluster(cluster.address, left).save()
+    else:
+        state_path().unlink(missing_ok=True)
     return done

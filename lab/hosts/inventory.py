@@ -8,6 +8,7 @@
     libvirt_uri = "qemu:///system"   # for backend = "libvirt"
     slots = 2                        # machines at once there
     workdir = "/var/tmp/pmemlab"     # the lab's directory there (images/<id>, runs)
+    pmemlab = "/opt/pmemlab/bin/pmemlab"  # the pmemlab command there (--host runs it); default "pmemlab"
 
 No secret is stored: `key` is a path, never key material.
 """
@@ -26,8 +27,11 @@ from lab.vm.backend import BackendChoice
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]{0,31})@(?P<host>[A-Za-z0-9.:_-]+?|\[[0-9a-fA-F:]+\])(:(?P<port>\d{1,5}))?$")
-FIELDS = {"target", "key", "known_hosts", "backend", "libvirt_uri", "slots", "workdir"}
+FIELDS = {"target", "key", "known_hosts", "backend", "libvirt_uri", "slots", "workdir", "pmemlab"}
 DEFAULT_WORKDIR = "/var/tmp/pmemlab"
+DEFAULT_PMEMLAB = "pmemlab"
+# One executable: an absolute path or a name on the host's PATH, never a command line (it is one argv item).
+PMEMLAB = re.compile(r"^(/[^\x00-\x20]*|[A-Za-z0-9_.+-]+)$")
 
 
 def inventory_path() -> Path:
@@ -48,6 +52,7 @@ class Host:
     libvirt_uri: str | None = None
     slots: int = 1
     workdir: str = DEFAULT_WORKDIR
+    pmemlab: str = DEFAULT_PMEMLAB
 
     @property
     def user(self) -> str:
@@ -105,7 +110,7 @@ def validate(name: str, data: Any, where: str) -> Host:
             raise ConfigError(f"{at}.{field}: required, a string")
     if not TARGET.match(data["target"]):
         raise ConfigError(f"{at}.target: expected USER@HOST or USER@HOST:PORT, got {data['target']!r}")
-    for field in ("known_hosts", "backend", "libvirt_uri", "workdir"):
+    for field in ("known_hosts", "backend", "libvirt_uri", "workdir", "pmemlab"):
         if field in data and not isinstance(data[field], str):
             raise ConfigError(f"{at}.{field}: expected a string")
     slots = data.get("slots", 1)
@@ -114,9 +119,13 @@ def validate(name: str, data: Any, where: str) -> Host:
     workdir = data.get("workdir", DEFAULT_WORKDIR)
     if not workdir.startswith("/"):
         raise ConfigError(f"{at}.workdir: expected an absolute path on the host, got {workdir!r}")
+    pmemlab = data.get("pmemlab", DEFAULT_PMEMLAB)
+    if not PMEMLAB.match(pmemlab):
+        raise ConfigError(f"{at}.pmemlab: expected one executable there, an absolute path or a name on its PATH "
+                          f"(no spaces or arguments), got {pmemlab!r}")
     host = Host(name=name, target=data["target"], key=data["key"],
                 known_hosts=data.get("known_hosts", "~/.ssh/known_hosts"), backend=data.get("backend", "qemu"),
-                libvirt_uri=data.get("libvirt_uri"), slots=slots, workdir=workdir)
+                libvirt_uri=data.get("libvirt_uri"), slots=slots, workdir=workdir, pmemlab=pmemlab)
     try:
         host.machines()
     except ConfigError as exc:

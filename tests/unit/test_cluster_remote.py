@@ -1,0 +1,94 @@
+"""`cluster up --host` without a host to reach: ad-hoc hosts, the scheduler's listen address, the state
+file with remote workers, and `cluster down` when a host does not answer (its worker stays recorded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.cluster import local, remote
+from lab.errors import ConfigError
+from lab.hosts import inventory
+
+
+def test_an_adhoc_host_is_named_after_its_address_and_validated() -> None:
+    host = remote.adhoc_host("lab@10.0.0.7:2222", "~/k", "~/kh", None, "/opt/p/bin/pmemlab")
+    assert (host.name, host.port, host.workdir, host.pmemlab) == ("10.0.0.7-2222", 2222, "/var/tmp/pmemlab",
+                                                                  "/opt/p/bin/pmemlab")
+    assert remote.adhoc_host("lab@[fe80::1]", "k", "kh", "/w", None).name == "fe80-1"
+    with pytest.raises(ConfigError, match=r"--host lab@h; rm: \[hosts.h-rm\].target: expected USER@HOST"):
+        remote.adhoc_host("lab@h; rm", "k", "kh", None, None)
+    with pytest.raises(ConfigError, match=r"pmemlab: expected one executable there"):
+        remote.adhoc_host("lab@h", "k", "kh", None, "env PYTHONPATH=x pmemlab")
+
+
+def test_the_scheduler_listens_where_the_hosts_reach_this_machine() -> None:
+    assert local.listen_address([]) == "127.0.0.1"
+    loop = inventory.validate("a", {"target": "u@127.0.0.5", "key": "k"}, "t")
+    assert local.listen_address([loop]) == "127.0.0.1"  # the kernel's source address on that route
+
+
+def test_a_host_that_does_not_answer_keeps_its_worker_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fabric")
+    monkeypatch.setenv("PMEMLAB_DATA", str(tmp_path))
+    (tmp_path / "known_hosts").write_text("")
+    gone = inventory.validate("gone", {"target": "lab@127.0.0.1:1", "key": str(tmp_path / "key"),
+                                       "known_hosts": str(tmp_path / "known_hosts")}, "t")
+    local.LocalCluster("tcp://127.0.0.1:1", [local.Member("worker", 4242, "/w/cluster/worker.log", gone)]).save()
+    loaded = local.LocalCluster.load()
+    assert loaded is not None and loaded.remote_members[0].host == gone and not loaded.local_members
+    assert "BEGIN" not in local.state_path().read_text()
+    with pytest.raises(local.ClusterStateError, match="already up"):
+        local.up(1, 1)
+    (line,) = local.down()
+    assert line.startswith("worker 4242 on gone: NOT stopped: host 'gone'") and "cannot connect" in line
+    again = local.LocalCluster.load()
+    assert again is not None and [(m.pid, m.name) for m in again.members] == [(4242, "gone")]
+
+
+def test_a_damaged_state_file_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMEMLAB_DATA", str(tmp_path))
+    local.state_path().parent.mkdir(parents=True)
+    local.state_path().write_text('{"address": "x", "members": [{"role": "worker", "pid": 1, "log": "l", '
+                                  '"host": {"name": "h", "target": "nope"}}]}')
+    with pytest.raises((local.ClusterStateError, ConfigError), match=str(local.state_path())):
+        local.LocalCluster.load()
+
+
+@pytest.mark.timeout(120)
+def test_cluster_up_local_status_down_through_the_cli(tmp_path: Path) -> None:
+    """`cluster up --local 1 --listen 127.0.0.1`: the processes it records are the ones running, and
+    `down` ends them all."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    repo = Path(__file__).resolve().parents[2]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PMEMLAB_")}, "PMEMLAB_DATA": str(tmp_path),
+           "PYTHONPATH": str(repo), "NO_COLOR": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lab.cli", "cluster", *args], capture_output=True, text=True,
+                              env=env, timeout=90, stdin=subprocess.DEVNULL)
+
+    nothing = cli("up")
+    assert nothing.returncode != 0 and "give --local N and/or --host" in nothing.stderr
+    up = cli("up", "--local", "1", "--vm", "1", "--listen", "127.0.0.1", "--json")
+    try:
+        assert up.returncode == 0, up.stderr[-2000:]
+        started = json.loads(up.stdout)
+        assert started["address"].startswith("tcp://127.0.0.1:")
+        pids = [int(m["pid"]) for m in started["members"]]
+        status = json.loads(cli("status", "--json").stdout)
+        assert [(w["name"], w["vm"]) for w in status["workers"]] == [("local-1", "1")]
+        assert [(m["role"], m["host"], m["alive"]) for m in status["members"]] == [("scheduler", "local", "yes"),
+                                                                                   ("worker", "local", "yes")]
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert all(not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
+               for pid in pids)
+    assert not (tmp_path / "cluster" / "state.json").exists()
