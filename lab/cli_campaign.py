@@ -330,7 +330,9 @@ def _show_campaign(ui: UI, campaign: CampaignRecord) -> None:
 
 
 def _show_case(ui: UI, case: CaseRecord) -> None:
-    ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}, expected {case.expect}", literal=True)
+    state = f" {case.crash_state}" if case.crash_state else ""
+    ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}{state}, expected {case.expect}",
+            literal=True)
     for attempt in case.attempts:
         host = f" on {attempt.host}" if attempt.host else ""
         error = f" ({attempt.error})" if attempt.error and attempt.verdict == "INFRA-ERROR" else ""
@@ -391,6 +393,7 @@ def repro(case_id: str, times: int, db: str | None, accel: str, as_json: bool, c
     _check_pin(ui, _stored_pin(store, stored.campaign_id), image_id, image, any_image,
                f"the scenario of campaign {stored.campaign_id}")
     crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
+    crash += f", crash state {case.crash_state}" if case.crash_state else ""
     ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
             f"{recorded}, image {image.id}, {times} run(s)", literal=True)
     got: list[str] = []

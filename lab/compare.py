@@ -137,13 +137,14 @@ def _campaign_brief(c: CampaignRecord) -> dict[str, Any]:
 def cell_state(cases: Sequence[CaseRecord]) -> CellState:
     if not cases:
         return CellState.ABSENT
-    outcome: dict[tuple[int, str], set[bool]] = {}  # (crash index, expectation) -> met values over repeats
+    # (crash index, ADR crash state, expectation) -> met values over repeats
+    outcome: dict[tuple[int, str, str], set[bool]] = {}
     no_verdict = False
     for case in cases:
         if not case.finished or (case.verdict == INFRA and case.expect != INFRA):
             no_verdict = True
             continue
-        outcome.setdefault((case.crash_index, case.expect), set()).add(bool(case.met_expectation))
+        outcome.setdefault((case.crash_index, case.crash_state or "", case.expect), set()).add(bool(case.met_expectation))
     if any(len(seen) == 2 for seen in outcome.values()):
         return CellState.FLAKY
     if any(seen == {False} for seen in outcome.values()):
