@@ -202,6 +202,8 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
     cases = expand(scenario)
     image = image_cache.resolve(cache_dir(), scenario.image)
     _check_pin(ui, scenario.pin, scenario.image, image, any_image, f"scenario {scenario_path}")
+    if cluster is None:
+        _require_adr_qemu(cases)
     store = open_store(db)
     campaign_id = new_campaign_id()
     store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
@@ -210,6 +212,17 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
                           cases=[c.to_dict() for c in cases])
     _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot, cluster)
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
+
+
+def _require_adr_qemu(cases: Sequence[Case]) -> None:
+    """Cells with persistence = "adr" need QEMU >= 9.2 and the plugin built: a one-line error before
+    the campaign is stored and any machine boots."""
+    from lab.adr.plugin import plugin_path
+    from lab.adr.qemu import find_adr_qemu
+    from lab.vm.spec import Persistence
+
+    if any(c.check.shape.persistence is Persistence.ADR for c in cases):
+        plugin_path(find_adr_qemu())
 
 
 @campaign.command("resume")
