@@ -76,12 +76,6 @@ class Case:
         label: str | None = getattr(self.check, "crash_state", None)
         return label
 
-    @property
-    def title(self) -> str:
-        """'fs=ext4 persistence=adr, repeat 0, crash point 0, adr:subset-1:seed-7': how lists name it."""
-        state = f", {self.crash_state}" if self.crash_state else ""
-        return f"{self.cell_key or 'single cell'}, repeat {self.repeat}, crash point {self.crash_index}{state}"
-
     def to_dict(self) -> dict[str, Any]:
         return {"format": CASE_FORMAT, "id": self.id, "scenario": self.scenario,
                 "scenario_hash": self.scenario_hash, "workload": self.workload, "cell": dict(self.cell),

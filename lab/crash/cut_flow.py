@@ -12,6 +12,8 @@
 Every kind that cuts the power runs through here: a kind gives a `PowerCut` (its workload
 command, what it judges from the output before the cut, and what it judges on the recovered
 filesystem). One crash point is a case; a case run alone is a workload run with one cut.
+Under ADR a crash point is several cases, one per crash state (the check's adr_state): they
+share its cut, which writes an image for each state they judge, and each recovers its own.
 
 A crash point the workload never reaches is the plan's explicit choice (`EarlyEnd`): a workload
 that *finished* first is cut at rest (its durable set is every ACK) or is an INFRA-ERROR; a
