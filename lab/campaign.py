@@ -371,7 +371,10 @@ def plan_tasks(cases: list[Case], cuts_per_run: int | None) -> list[list[Case]]:
             continue
         key = (case.scenario_hash, case.cell_key, case.repeat, workload_key())
         group = groups.get(key)
-        if group is None or (cuts_per_run is not None and len(group) >= cuts_per_run):
+        # cuts_per_run counts crash points: the ADR crash states of one point share its cut
+        cuts = len({c.crash_index for c in group}) if group is not None else 0
+        if group is None or (cuts_per_run is not None and cuts >= cuts_per_run
+                             and case.crash_index not in {c.crash_index for c in group}):
             group = groups[key] = []
             tasks.append(group)
         group.append(case)

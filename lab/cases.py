@@ -2,7 +2,11 @@
 
 `expand` turns a scenario into its cases: cells in matrix order, then repeats,
 then crash points (kinds that cut no power have one case per cell and
-repeat, crash index 0). Ids and seeds derive only from the scenario's
+repeat, crash index 0), then, in cells with persistence = "adr", the crash
+states of each cut: slot 0 (adr:drop-all) and `[crash] adr_states` more,
+each its own case (its check's adr_state; its name `crash_state`, e.g.
+adr:subset-2:seed-1234). The states of one crash point share its workload
+run and its cut. Ids and seeds derive only from the scenario's
 content and the case's position in it, so the same file always gives the
 same cases. A case round-trips through JSON (`to_dict` / `from_dict`): that
 is how the results store keeps it and how `pmemlab repro` re-runs it byte
@@ -14,25 +18,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
+from lab.crash.cut_flow import CutCheck
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.scenario import Scenario, cell_key, load_scenario, parse_scenario
 from lab.scenario.pin import ImagePin
 from lab.verdict import Verdict
-from lab.vm.spec import MIB
+from lab.vm.spec import MIB, Persistence
 from lab.runner.guest_run import Check
 from lab.workloads.base import CheckSpec
 from lab.workloads.catalog import get_kind
 
-CASE_FORMAT = 2  # bump when to_dict changes shape; from_dict reads READABLE_FORMATS
-READABLE_FORMATS = (1, 2)  # 1: before workload kinds (every case was mapsync; no "workload", no "params")
+CASE_FORMAT = 3  # bump when to_dict changes shape; from_dict reads READABLE_FORMATS
+# 1: before workload kinds (every case was mapsync; no "workload", no "params"); 2: before ADR crash states
+READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,25 @@ class Case:
         crash: CrashPoint | None = getattr(self.check, "crash", None)
         return crash
 
+    @property
+    def adr_state(self) -> int | None:
+        """The ADR crash-state slot this case judges (None: not an ADR case)."""
+        slot: int | None = getattr(self.check, "adr_state", None)
+        return slot
+
+    @property
+    def crash_state(self) -> str | None:
+        """Its stable name: adr:drop-all, adr:subset-<k>:seed-<s> (None: not an ADR case)."""
+        label: str | None = getattr(self.check, "crash_state", None)
+        return label
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": CASE_FORMAT, "id": self.id, "scenario": self.scenario,
                 "scenario_hash": self.scenario_hash, "workload": self.workload, "cell": dict(self.cell),
                 "cell_key": self.cell_key, "repeat": self.repeat, "crash_index": self.crash_index,
                 "seed": self.seed, "expect": self.expect.value, "image": self.image,
                 "params": self.params.model_dump(mode="json"), "check": self.check.to_dict(),
-                "oracles": dict(self.oracles)}
+                "oracles": dict(self.oracles), **({"crash_state": self.crash_state} if self.crash_state else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Case:
@@ -84,10 +102,10 @@ class Case:
                        oracles={str(k): bool(v) for k, v in dict(data["oracles"]).items()})
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed case record: {type(exc).__name__}: {exc}") from None
-        expected_id = case_id(case.scenario_hash, case.cell, case.repeat, case.crash_index)
+        expected_id = case_id(case.scenario_hash, case.cell, case.repeat, case.crash_index, case.adr_state)
         if case.id != expected_id:  # a hand-edited or corrupted record would re-run something else
-            raise ConfigError(f"case record {case.id}: its scenario hash, cell, repeat and crash index "
-                              f"give id {expected_id}")
+            raise ConfigError(f"case record {case.id}: its scenario hash, cell, repeat, crash index and crash "
+                              f"state give id {expected_id}")
         return case
 
 
@@ -103,9 +121,12 @@ def _params_from_record(model: type[BaseModel], data: dict[str, Any]) -> BaseMod
         raise ConfigError(f"malformed case record: params: {problems}") from None
 
 
-def case_id(scenario_hash: str, cell: dict[str, Any], repeat: int, crash_index: int) -> str:
+def case_id(scenario_hash: str, cell: dict[str, Any], repeat: int, crash_index: int,
+            adr_state: int | None = None) -> str:
     canonical = json.dumps(cell, sort_keys=True, separators=(",", ":"))
     text = f"{scenario_hash}\n{canonical}\n{repeat}\n{crash_index}"
+    if adr_state is not None:  # eADR cases keep the ids they always had
+        text += f"\nadr:{adr_state}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -134,11 +155,23 @@ def expand(scenario: Scenario) -> list[Case]:
                 check = kind.make_check(CheckSpec(fs=scenario.fs(cell), dax=scenario.dax(cell), params=params,
                                                   crash=point, shape=scenario.shape_for(cell), seed=seed,
                                                   adr_states=scenario.adr_states))
-                cases.append(Case(id=case_id(scenario.content_hash, cell, repeat, index), scenario=scenario.name,
-                                  scenario_hash=scenario.content_hash, workload=kind.name, cell=dict(cell),
-                                  cell_key=key, repeat=repeat, crash_index=index, seed=seed, expect=expect,
-                                  image=scenario.image, params=params, check=check, oracles=scenario.oracles))
+                for slot, sub in _state_checks(scenario, check):
+                    cases.append(Case(id=case_id(scenario.content_hash, cell, repeat, index, slot),
+                                      scenario=scenario.name, scenario_hash=scenario.content_hash, workload=kind.name,
+                                      cell=dict(cell), cell_key=key, repeat=repeat, crash_index=index, seed=seed,
+                                      expect=expect, image=scenario.image, params=params, check=sub,
+                                      oracles=scenario.oracles))
     return cases
+
+
+def _state_checks(scenario: Scenario, check: Check) -> list[tuple[int | None, Check]]:
+    """A check per ADR crash state (the check itself when the cell is not ADR): every slot, or the
+    one `[crash] adr_state` pins (an exported case)."""
+    if not isinstance(check, CutCheck) or check.shape.persistence is not Persistence.ADR:
+        return [(None, check)]
+    pinned = scenario.crash.adr_state if scenario.crash is not None else None
+    slots = [pinned] if pinned is not None else list(range(check.adr_states + 1))
+    return [(slot, replace(check, adr_state=slot)) for slot in slots]
 
 
 def _pinned(seed: int, crash_index: int) -> int:
@@ -158,6 +191,9 @@ def export_case_scenario(case: Case, pin: ImagePin | None = None) -> str:
     cut = f", cut {crash.describe()}" if crash is not None else ""
     description = f"case {case.id} of {case.scenario}: {case.cell_key or 'single cell'}{cut}"
     where = f"repeat {case.repeat}" + (f", crash point {case.crash_index}: cut {crash.describe()}" if crash else "")
+    if case.crash_state:
+        where += f", crash state {case.crash_state}"
+        description += f", {case.crash_state}"
     lines = [
         f"# Exported from case {case.id} of scenario {case.scenario} (scenario hash {case.scenario_hash[:12]}).",
         f"# Cell {case.cell_key or '(no matrix)'}, {where}.",
@@ -184,7 +220,8 @@ def export_case_scenario(case: Case, pin: ImagePin | None = None) -> str:
         "[matrix]",
         *(f"{key} = [{_toml(value)}]" for key, value in case.cell.items()),
         "",
-        *(["[crash]", *_crash_lines(crash, getattr(case.check, "adr_states", 0)), ""] if crash is not None else []),
+        *(["[crash]", *_crash_lines(crash, getattr(case.check, "adr_states", 0), case.adr_state), ""]
+          if crash is not None else []),
         "[oracles]",
         *(f"{key} = {_toml(value)}" for key, value in case.oracles.items()),
         "",
@@ -209,8 +246,10 @@ def _pin_lines(pin: ImagePin | None) -> list[str]:
     return lines
 
 
-def _crash_lines(crash: CrashPoint, adr_states: int = 0) -> list[str]:
+def _crash_lines(crash: CrashPoint, adr_states: int = 0, adr_state: int | None = None) -> list[str]:
     states = [f"adr_states = {adr_states}"] if adr_states else []
+    if adr_state is not None:  # the one crash state of the cut this case judges
+        states.append(f"adr_state = {adr_state}")
     if crash.after_ack is not None:
         seed = [f"seed = {crash.seed}  # the seed this ack was drawn with"] if crash.seed is not None else []
         return ['strategy = "after_ack"', f"ack = {crash.after_ack}", *seed, *states]

@@ -202,6 +202,8 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
     cases = expand(scenario)
     image = image_cache.resolve(cache_dir(), scenario.image)
     _check_pin(ui, scenario.pin, scenario.image, image, any_image, f"scenario {scenario_path}")
+    if cluster is None:
+        _require_adr_qemu(cases)
     store = open_store(db)
     campaign_id = new_campaign_id()
     store.create_campaign(campaign_id=campaign_id, scenario_name=scenario.name, scenario_path=str(scenario_path),
@@ -210,6 +212,17 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
                           cases=[c.to_dict() for c in cases])
     _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot, cluster)
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
+
+
+def _require_adr_qemu(cases: Sequence[Case]) -> None:
+    """Cells with persistence = "adr" need QEMU >= 9.2 and the plugin built: a one-line error before
+    the campaign is stored and any machine boots."""
+    from lab.adr.plugin import plugin_path
+    from lab.adr.qemu import find_adr_qemu
+    from lab.vm.spec import Persistence
+
+    if any(c.check.shape.persistence is Persistence.ADR for c in cases):
+        plugin_path(find_adr_qemu())
 
 
 @campaign.command("resume")
@@ -330,7 +343,9 @@ def _show_campaign(ui: UI, campaign: CampaignRecord) -> None:
 
 
 def _show_case(ui: UI, case: CaseRecord) -> None:
-    ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}, expected {case.expect}", literal=True)
+    state = f" {case.crash_state}" if case.crash_state else ""
+    ui.info(f"case {case.id} of campaign {case.campaign_id}: {case.cell_key}{state}, expected {case.expect}",
+            literal=True)
     for attempt in case.attempts:
         host = f" on {attempt.host}" if attempt.host else ""
         error = f" ({attempt.error})" if attempt.error and attempt.verdict == "INFRA-ERROR" else ""
@@ -396,6 +411,7 @@ def repro(case_id: str, times: int, campaign_id: str | None, record: bool, db: s
     _check_pin(ui, _stored_pin(store, stored.campaign_id), image_id, image, any_image,
                f"the scenario of campaign {stored.campaign_id}")
     crash = f", crash {case.crash.describe()}" if case.crash is not None else ""
+    crash += f", crash state {case.crash_state}" if case.crash_state else ""
     ui.info(f"repro of case {case.id} ({case.workload}: {case.cell_key}{crash}), recorded verdict "
             f"{recorded}, image {image.id}, {times} run(s)", literal=True)
     got: list[str] = []

@@ -139,10 +139,11 @@ def _campaign_brief(c: CampaignRecord) -> dict[str, Any]:
 def cell_state(cases: Sequence[CaseRecord]) -> CellState:
     if not cases:
         return CellState.ABSENT
-    outcome: dict[tuple[int, str], set[bool]] = {}  # (crash index, expectation) -> met values over repeats
+    # (crash index, ADR crash state, expectation) -> met values over repeats
+    outcome: dict[tuple[int, str, str], set[bool]] = {}
     no_verdict = False
     for case in cases:
-        key = (case.crash_index, case.expect)
+        key = (case.crash_index, case.crash_state or "", case.expect)
         for rerun in case.reruns:  # an INFRA-ERROR re-run is no evidence either way
             if rerun.verdict is not None and (rerun.verdict != INFRA or case.expect == INFRA):
                 outcome.setdefault(key, set()).add(rerun.verdict == case.expect)

@@ -13,6 +13,20 @@ States (each a set of line contents written over a copy of the eADR capture):
   adr:random:SEED:I     more lines: per line a random in-order prefix of its pending stores (x86
                         persists the stores of one line in order: Px86, Raad et al. POPL'20)
 States with equal content are one state (the first id names it).
+
+A campaign judges each state as its own case, named before the run by its position: slot 0 is
+adr:drop-all, slot k >= 1 the k-th further distinct state `crash_states` yields for the cut's
+dump and seed (`slot_label`: adr:subset-<k>:seed-<s>). The list is deterministic for a given dump
+and seed, so a repro that reaches the same dump judges the same state; what content a slot held
+(adr:subset:0101, adr:random:<seed>:<i>) is recorded with its result. A slot beyond the distinct
+states of a cut has nothing left to judge (every crash image of that cut belongs to another slot).
+
+Which lines: every unpersisted line of the NVDIMM, none filtered out. Restricting them to the lines
+an oracle reads (the records region of the workload's file) would not be sound: the same cut also
+decides the filesystem's metadata lines (journal/log blocks, the inode's size and extent map, the
+allocation bitmaps), which the recovery mount, fsck and the file read all observe; and which media
+line holds which file block is known only through that metadata. Equal images are judged once
+(the digest dedupe below), which is the reduction that is always sound.
 """
 
 from __future__ import annotations
@@ -147,6 +161,11 @@ def read_lines(media: Path, base: int, dump: AdrDump) -> dict[int, bytes]:
             data = os.pread(f.fileno(), LINE, line.addr - base)
             out[line.addr] = data.ljust(LINE, b"\0")
     return out
+
+
+def slot_label(slot: int, seed: int) -> str:
+    """The stable name of a campaign case's crash state: model, subset (slot) and seed."""
+    return "adr:drop-all" if slot == 0 else f"adr:subset-{slot}:seed-{seed}"
 
 
 def crash_states(dump: AdrDump, baseline: dict[int, bytes], subsets: int, seed: int) -> list[CrashState]:

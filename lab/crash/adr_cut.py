@@ -45,9 +45,11 @@ class AdrCut:
                 "unpersisted_stores": self.dump.stores, "plugin_counts": self.dump.counts,
                 "states": [{"id": s.id, "kept_stores": s.kept_stores, "digest": s.digest} for s in self.states]}
 
-    def remove(self) -> None:
-        for image in self.images.values():
-            image.unlink(missing_ok=True)
+    def remove(self, state_id: str | None = None) -> None:
+        """Delete the state images (only `state_id`'s when given: the others belong to other cases)."""
+        for sid, image in self.images.items():
+            if state_id is None or sid == state_id:
+                image.unlink(missing_ok=True)
 
 
 def nvdimm_range(machine: Machine) -> tuple[int, int]:
@@ -79,8 +81,9 @@ def arm(machine: Machine, dest_dir: Path) -> AdrTrace:
 
 
 def cut_states(trace: AdrTrace, machine: Machine, capture: Capture, dest_dir: Path, subsets: int,
-               seed: int) -> AdrCut:
-    """On the frozen machine: its dump, the crash states, an image per state."""
+               seed: int, wanted: frozenset[int] | None = None) -> AdrCut:
+    """On the frozen machine: its dump, the crash states, an image per state (only the slots in
+    `wanted` when given: the states some case at this cut judges)."""
     assert machine.plugin is not None
     dump_path = dest_dir / "adr.dump"
     if re.search(r"\s", str(dump_path)):
@@ -90,7 +93,9 @@ def cut_states(trace: AdrTrace, machine: Machine, capture: Capture, dest_dir: Pa
     states = crash_states(dump, read_lines(trace.baseline, dump.base, dump), subsets, seed)
     cut = AdrCut(dump_path, dump, states)
     try:
-        for state in states:
+        for slot, state in enumerate(states):
+            if wanted is not None and slot not in wanted:
+                continue
             image = dest_dir / (state.id.replace(":", "-") + ".img")
             capture_file(capture.path, image)
             cut.images[state.id] = write_state(capture.path, image, state)

@@ -12,6 +12,8 @@
 Every kind that cuts the power runs through here: a kind gives a `PowerCut` (its workload
 command, what it judges from the output before the cut, and what it judges on the recovered
 filesystem). One crash point is a case; a case run alone is a workload run with one cut.
+Under ADR a crash point is several cases, one per crash state (the check's adr_state): they
+share its cut, which writes an image for each state they judge, and each recovers its own.
 
 A crash point the workload never reaches is the plan's explicit choice (`EarlyEnd`): a workload
 that *finished* first is cut at rest (its durable set is every ACK) or is an INFRA-ERROR; a
@@ -29,6 +31,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Self, Sequence
 
+from lab.adr.states import slot_label
 from lab.crash import adr_cut
 from lab.crash.point import CrashPoint
 from lab.crash.powercut import CutResult, capture_media, freeze_and_close
@@ -120,6 +123,10 @@ class CutCheck(BaseCheck):
     # ADR model (shape.persistence adr): crash states judged beyond adr:drop-all at the cut
     # (bounded subsets of the unpersisted lines, seeded by `seed`); each is recovered and judged.
     adr_states: int = field(default=0, kw_only=True)
+    # ADR, one case per crash state: the slot this check judges (0: adr:drop-all, k: the k-th further
+    # distinct state; lab/adr/states.py). None: every state of the cut, rolled up into one verdict
+    # (`pmemlab run mapsync`, bench). Checks that differ only here share one cut.
+    adr_state: int | None = field(default=None, kw_only=True)
 
     START_MARK: ClassVar[str]
     # Whether the workload's command line uses the seed: if not, checks that differ only in their
@@ -130,15 +137,28 @@ class CutCheck(BaseCheck):
     def trigger(self) -> CrashTrigger:
         return CrashTrigger.from_point(self.crash, self.START_MARK)
 
+    @property
+    def crash_state(self) -> str | None:
+        """The ADR crash state this check judges, by its stable name (None: eADR, or every state)."""
+        return slot_label(self.adr_state, self.seed) if self.adr_state is not None else None
+
     def workload_key(self) -> str:
         """Checks with equal keys run the same workload: one run can serve all their crash points."""
         data = self.to_dict()
-        for key in ("crash", "keep_capture", "adr_states") + (() if self.WORKLOAD_USES_SEED else ("seed",)):
+        for key in ("crash", "keep_capture", "adr_states", "adr_state") + (() if self.WORKLOAD_USES_SEED else ("seed",)):
             data.pop(key, None)
         return json.dumps(data, sort_keys=True)
 
+    def cut_key(self) -> str:
+        """Checks with equal keys are served by one cut (the ADR states of one crash point)."""
+        data = self.to_dict()
+        data.pop("adr_state", None)
+        return json.dumps(data, sort_keys=True)
+
     def to_dict(self) -> dict[str, Any]:
-        extra = {"adr_states": self.adr_states} if self.adr_states else {}
+        extra: dict[str, Any] = {"adr_states": self.adr_states} if self.adr_states else {}
+        if self.adr_state is not None:
+            extra["adr_state"] = self.adr_state
         return {**super().to_dict(), "crash": self.crash.to_dict(), "keep_capture": self.keep_capture, **extra}
 
     @classmethod
@@ -148,8 +168,9 @@ class CutCheck(BaseCheck):
             crash = CrashPoint.from_dict(data["crash"])
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"not a {cls.KIND} check: no crash point ({exc})") from None
+        state = data.get("adr_state")
         return cls(**cls.fields_from_dict(data), crash=crash, keep_capture=bool(data.get("keep_capture", False)),
-                   adr_states=int(data.get("adr_states", 0)))
+                   adr_states=int(data.get("adr_states", 0)), adr_state=None if state is None else int(state))
 
 
 @dataclass(frozen=True)
@@ -165,9 +186,19 @@ class CutPlan:
     judge_failure: Callable[[CommandResult], list[Finding] | None] = lambda _: None
     workload_timeout: float = WORKLOAD_TIMEOUT_S
     keep_capture: bool = False
-    # ADR: per trigger, (crash states beyond adr:drop-all, seed) of the check cut there, so a case's
-    # states are the same whether it shares a workload run or runs alone (repro).
-    adr_states: tuple[tuple[int, int], ...] = ()
+    # ADR: per trigger, what the cut computes for the checks cut there, so a case's states are the
+    # same whether it shares a workload run or runs alone (repro).
+    adr_states: tuple[AdrCutSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdrCutSpec:
+    """The ADR crash states of one cut: `count` beyond adr:drop-all, drawn with `seed`; images only
+    for the slots in `wanted` (None: every state)."""
+
+    count: int
+    seed: int
+    wanted: frozenset[int] | None = None
 
 
 @dataclass
@@ -227,6 +258,7 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
     stdout = stderr = b""
     media: Path | None = None
     machine: Machine | None = None
+    trace: adr_cut.AdrTrace | None = None
     try:
         media = run.fresh_media(plan.fs)
         machine = run.machine("workload", [media], plan.fs)
@@ -234,7 +266,6 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
         with machine:
             run.bring_up(machine)
             mnt = run.setup(machine, plan.fs, plan.dax)
-            trace: adr_cut.AdrTrace | None = None
             if machine.plugin is not None:
                 with run.phase("adr_arm"):
                     trace = adr_cut.arm(machine, run.run_dir / "capture")
@@ -274,9 +305,10 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
                 states: adr_cut.AdrCut | None = None
                 if trace is not None:
                     with run.phase("adr_states"):
-                        count, seed = (plan.adr_states[index] if index < len(plan.adr_states) else
-                                       (getattr(run.check, "adr_states", 0), getattr(run.check, "seed", 0)))
-                        states = adr_cut.cut_states(trace, machine, captures[0], captures[0].path.parent, count, seed)
+                        spec = (plan.adr_states[index] if index < len(plan.adr_states) else
+                                AdrCutSpec(getattr(run.check, "adr_states", 0), getattr(run.check, "seed", 0)))
+                        states = adr_cut.cut_states(trace, machine, captures[0], captures[0].path.parent, spec.count,
+                                                    spec.seed, spec.wanted)
                 outcome.cuts.append(PreCut(index, trigger, cut, issued, mnt, stdout, stderr, machine.events.snapshot(),
                                            finished is not None, finished, captures, _size(outcome.console),
                                            dict(run.timer.timings), states))
@@ -296,6 +328,8 @@ def run_workload(run: GuestRun, plan: CutPlan) -> WorkloadCuts:
         # needed. After a failure it stays only where captures are kept, for a look at it.
         if media is not None and (outcome.failure is None or not plan.keep_capture):
             media.unlink(missing_ok=True)
+        if trace is not None and not plan.keep_capture:
+            trace.baseline.unlink(missing_ok=True)  # the states of every cut are computed
         try:
             if machine is not None:
                 save_events(machine.events.snapshot(), run.run_dir)
@@ -452,10 +486,15 @@ def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image
     if len({c.workload_key() for c in checks}) != 1:
         raise ValueError("checks that share a workload run must have the same workload_key")
     order = sorted(range(len(checks)), key=lambda i: checks[i].trigger.order())
-    triggers = tuple(checks[i].trigger for i in order)
+    cut_of: dict[str, int] = {}  # cut key -> index among the cuts: the ADR states of one crash point share one
+    firsts: list[int] = []  # per cut, the first check cut there
+    for i in order:
+        if cut_of.setdefault(_cut_key(checks[i]), len(firsts)) == len(firsts):
+            firsts.append(i)
+    triggers = tuple(checks[i].trigger for i in firsts)
     plan = power.plan(checks[order[0]], triggers)
-    plan = replace(plan, adr_states=tuple((getattr(checks[i], "adr_states", 0), getattr(checks[i], "seed", 0))
-                                          for i in order))
+    plan = replace(plan, adr_states=tuple(_adr_cut_spec([c for c in checks if _cut_key(c) == _cut_key(checks[i])])
+                                          for i in firsts))
     workload_dir = workload_dir or run_dirs[0]
     workload_dir.mkdir(parents=True, exist_ok=True)
     workload = GuestRun(kind, checks[order[0]], image, accel, workload_dir, hooks)
@@ -465,12 +504,23 @@ def cut_workload(kind: str, power: PowerCut, checks: Sequence[Any], image: Image
     except BaseException:
         _remove_captures(workload_dir, plan)
         raise
-    position = {case: pos for pos, case in enumerate(order)}
     jobs: list[RecoveryJob] = []
-    for i, (check, run_dir) in enumerate(zip(checks, run_dirs)):
+    for check, run_dir in zip(checks, run_dirs):
         jobs.append(_recovery_job(kind, power, plan, check, image, accel, run_dir, workload, outcome,
-                                  position[i], len(checks)))
+                                  cut_of[_cut_key(check)], len(firsts)))
     return jobs
+
+
+def _cut_key(check: Any) -> str:
+    key = getattr(check, "cut_key", None)
+    return key() if key is not None else json.dumps(check.to_dict(), sort_keys=True)
+
+
+def _adr_cut_spec(checks: Sequence[Any]) -> AdrCutSpec:
+    """What the cut shared by `checks` computes: their states, images for the slots they judge."""
+    slots = [getattr(c, "adr_state", None) for c in checks]
+    return AdrCutSpec(getattr(checks[0], "adr_states", 0), getattr(checks[0], "seed", 0),
+                      None if None in slots else frozenset(s for s in slots if s is not None))
 
 
 def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: Image, accel: AccelVerdict,
@@ -506,18 +556,23 @@ def _recovery_job(kind: str, power: PowerCut, plan: CutPlan, check: Any, image: 
             run.result.metrics["cut"] = _cut_metrics(pre, cuts, workload.run_dir)
             run.result.metrics["cut"]["workload_s"] = round(run.shared_s, 3)  # phases another task ran
             findings = power.pre_cut(check, pre, run.result.metrics)
+            slot: int | None = getattr(check, "adr_state", None)
             try:
                 if pre.adr is None:
                     findings += recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp,
                                                                                               run.result.metrics))
-                else:
+                elif slot is None:
                     findings += _judge_adr_states(run, plan, pre, power, check)
+                else:
+                    findings += _judge_adr_slot(run, plan, pre, power, check, slot)
             finally:
                 if not plan.keep_capture:
+                    # An ADR case judges its state's image (a copy): the capture is not needed after the cut.
                     for capture in pre.captures:
                         capture.path.unlink(missing_ok=True)
                     if pre.adr is not None:
-                        pre.adr.remove()
+                        states = pre.adr.states
+                        pre.adr.remove(None if slot is None else states[slot].id if slot < len(states) else "")
             return findings
 
         return run_guarded(run, body)
@@ -553,6 +608,29 @@ def _judge_adr_states(run: GuestRun, plan: CutPlan, pre: PreCut, power: PowerCut
                      for f in found]
         run.result.metrics["crash_state"]["states"][i]["verdict"] = verdict_of(found).value
     return findings
+
+
+def _judge_adr_slot(run: GuestRun, plan: CutPlan, pre: PreCut, power: PowerCut, check: Any,
+                    slot: int) -> list[Finding]:
+    """ADR, one case per crash state: the state in `slot` alone, on its recovery machine."""
+    assert pre.adr is not None
+    states = pre.adr.states
+    label = slot_label(slot, getattr(check, "seed", 0))
+    metrics = run.result.metrics["crash_state"] = {**pre.adr.metrics(), "slot": slot, "label": label}
+    if slot >= len(states):
+        # Every crash image of this cut belongs to a lower slot (judged by its own case): nothing is
+        # left that could break a promise here.
+        metrics["judged"] = None
+        return [Finding("crash-state", Verdict.PASS, f"{label}: the cut left {len(states)} distinct ADR crash "
+                        f"state(s), judged by the cases of slots 0..{len(states) - 1}; nothing further to judge",
+                        {"crash_state": label, "distinct_states": len(states)})]
+    state = states[slot]
+    metrics["judged"] = state.id
+    found = recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp, run.result.metrics),
+                              media=pre.adr.images[state.id])
+    metrics["states"][slot]["verdict"] = verdict_of(found).value
+    return [Finding(f.oracle, f.verdict, f"[{state.id}] {f.summary}", {**f.details, "crash_state": state.id})
+            for f in found]
 
 
 def _failure_at(outcome: WorkloadCuts) -> Finding:

@@ -55,6 +55,7 @@ def render_summary(ui: UI, summary: CampaignSummary) -> None:
 def _case_json(case: CaseRecord) -> dict[str, Any]:
     latest = case.latest
     return {"id": case.id, "cell_key": case.cell_key, "repeat": case.repeat, "crash_index": case.crash_index,
+            "crash_state": case.crash_state,
             "seed": case.seed, "expect": case.expect, "status": case.status, "verdict": case.verdict,
             "met_expectation": case.met_expectation, "infra_retries": case.infra_retries,
             "attempts": len(case.attempts), "run_dir": latest.run_dir if latest else None,

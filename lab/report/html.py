@@ -130,7 +130,7 @@ def _case(case: CaseRecord, page_dir: Path) -> str:
     latest = case.latest
     met = case.met_expectation
     met_text = "yes" if met else ("no" if met is False else "-")
-    title = f"{case.cell_key} repeat {case.repeat} crash point {case.crash_index}"
+    title = case.title
     facts = (f"expected {e(case.expect)}, got {_badge(case.verdict)}; met: "
              f"<span class=\"{'' if met or met is None else 'unmet'}\">{met_text}</span>; "
              f"case {e(case.id)}, seed {e(case.seed)}, status {e(case.status)}, "

@@ -35,7 +35,8 @@ def _clean(value: object) -> str:
 
 def case_name(case: CaseRecord) -> str:
     """Stable across campaigns of one scenario: CI tools track tests by name."""
-    return f"{case.cell_key} repeat={case.repeat} crash={case.crash_index}"
+    state = f" state={case.crash_state}" if case.crash_state else ""
+    return f"{case.cell_key} repeat={case.repeat} crash={case.crash_index}{state}"
 
 
 def case_seconds(case: CaseRecord) -> float:

@@ -43,6 +43,7 @@ class LiveProgress:
     def case_started(self, slot: str, case: Case, attempt: int) -> None:
         with self._lock:
             crash = f" crash {case.crash.describe()}" if case.crash is not None else ""
+            crash += f" {case.crash_state}" if case.crash_state else ""
             self._labels[slot] = f"{slot}: {escape(case.cell_key)}{crash}" + (
                 f" (attempt {attempt})" if attempt > 1 else "")
             self._progress.update(self._slot(slot), description=self._labels[slot] + " — starting")
@@ -56,7 +57,8 @@ class LiveProgress:
             self._progress.update(self._slot(slot), description=f"{slot}: idle")
             self._progress.advance(self._overall)
             mark = "[green]met[/green]" if met else "[red]NOT MET[/red]"
-            self._console.print(f"{escape(case.id)} {escape(case.cell_key)}: {verdict.value} "
+            state = f" {case.crash_state}" if case.crash_state else ""
+            self._console.print(f"{escape(case.id)} {escape(case.cell_key)}{state}: {verdict.value} "
                                 f"(expected {case.expect.value}) {mark}")
 
 
@@ -73,5 +75,6 @@ class LineProgress:
         pass
 
     def case_finished(self, slot: str, case: Case, verdict: Verdict, met: bool) -> None:
-        self._console.print(f"{slot}: {case.id} {case.cell_key}: {verdict.value} "
+        state = f" {case.crash_state}" if case.crash_state else ""
+        self._console.print(f"{slot}: {case.id} {case.cell_key}{state}: {verdict.value} "
                             f"(expected {case.expect.value}, {'met' if met else 'NOT MET'})", markup=False)

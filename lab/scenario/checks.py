@@ -41,20 +41,31 @@ def semantic_problems(scenario: Scenario) -> list[Problem]:
     return problems
 
 
+def _where_problems(matrix: dict[str, tuple[Any, ...]], section: str, index: int,
+                    where: dict[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for key, value in where.items():
+        if key not in matrix:
+            problems.append(((section, index, "where", key), f"'{key}' is not a matrix key; matrix keys: "
+                             f"{', '.join(matrix) or '(none: there is no [matrix])'}"))
+        elif not any(same(value, option) for option in matrix[key]):
+            problems.append(((section, index, "where", key), f"{toml(value)} is not among the matrix "
+                             f"values of '{key}': {toml(list(matrix[key]))}"))
+    return problems
+
+
 def _expect_problems(scenario: Scenario) -> list[Problem]:
     rules, matrix = scenario.spec.expect, scenario.matrix
     problems: list[Problem] = []
+    for index, exclude in enumerate(scenario.spec.exclude):
+        problems += _where_problems(matrix, "exclude", index, exclude.where)
+    if not problems and scenario.spec.exclude and not scenario.cells():
+        problems.append((("exclude",), "[[exclude]] drops every cell of the matrix: nothing would run"))
     for index, rule in enumerate(rules):
         if not rule.where and index < len(rules) - 1:
             problems.append((("expect", index, "where"), "only the last rule may omit 'where': this rule "
                              "matches every cell, so the rules after it would never apply"))
-        for key, value in (rule.where or {}).items():
-            if key not in matrix:
-                problems.append((("expect", index, "where", key), f"'{key}' is not a matrix key; matrix keys: "
-                                 f"{', '.join(matrix) or '(none: there is no [matrix])'}"))
-            elif not any(same(value, option) for option in matrix[key]):
-                problems.append((("expect", index, "where", key), f"{toml(value)} is not among the matrix "
-                                 f"values of '{key}': {toml(list(matrix[key]))}"))
+        problems += _where_problems(matrix, "expect", index, rule.where or {})
     if problems:
         return problems  # unmatched cells would only repeat these
     unmatched = [cell for cell in scenario.cells() if not any(rule.matches(cell) for rule in rules)]

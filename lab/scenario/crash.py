@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Self, Union
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from lab.crash.point import CrashPoint
 from lab.scenario.fields import Strict, distinct
@@ -25,6 +25,15 @@ class _Strategy(Strict):
     # Cells with persistence = "adr": crash states judged at each cut beyond adr:drop-all (all
     # subsets of the unpersisted lines when there are at most 4, else seeded random ones).
     adr_states: int = Field(default=0, ge=0, le=64)
+    # Only this one of those states (0: adr:drop-all, k: adr:subset-k): an exported ADR case.
+    adr_state: int | None = Field(default=None, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _state_in_range(self) -> Self:
+        if self.adr_state is not None and self.adr_state > self.adr_states:
+            raise ValueError(f"adr_state {self.adr_state} is beyond adr_states = {self.adr_states} "
+                             f"(0..{self.adr_states})")
+        return self
 
     def points(self, acks: int, seed_for: SeedFor) -> list[CrashPoint]:
         """The crash points of one case group; `acks`: how many ACKs the workload emits (0 without ack_count)."""

@@ -113,9 +113,10 @@ class Scenario:
         return self.spec.oracles.model_dump()
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every combination of matrix values, the first key varying slowest."""
+        """Every combination of matrix values, the first key varying slowest, less those [[exclude]] drops."""
         keys = list(self.matrix)
-        return [dict(zip(keys, values)) for values in itertools.product(*self.matrix.values())]
+        cells = [dict(zip(keys, values)) for values in itertools.product(*self.matrix.values())]
+        return [cell for cell in cells if not any(rule.matches(cell) for rule in self.spec.exclude)]
 
     def fs(self, cell: dict[str, Any]) -> Filesystem:
         return Filesystem(cell.get("fs", Filesystem.EXT4.value))

@@ -76,6 +76,15 @@ class ExpectRule(Strict):
         return all(key in cell and same(cell[key], value) for key, value in (self.where or {}).items())
 
 
+class ExcludeRule(Strict):
+    """Cells whose matrix values match all of `where` are not run (a matrix that is not a full product)."""
+
+    where: dict[str, Any] = Field(min_length=1)
+
+    def matches(self, cell: dict[str, Any]) -> bool:
+        return all(key in cell and same(cell[key], value) for key, value in self.where.items())
+
+
 class ScenarioFile(Strict):
     """The whole file. workload, matrix and crash depend on the kind: `layout` fills them in."""
 
@@ -85,8 +94,10 @@ class ScenarioFile(Strict):
     matrix: Any = None  # fs, dax and the kind's params fields, each a non-empty list of distinct values
     crash: Any = None  # a CrashStrategy for kinds that cut the power, refused for the others
     oracles: OraclesSection = OraclesSection()
+    exclude: list[ExcludeRule] = Field(default_factory=list)
     expect: list[ExpectRule] = Field(min_length=1)
 
 
 STATIC_SECTIONS: dict[str, type[BaseModel]] = {"scenario": ScenarioSection, "machine": MachineSection,
-                                               "oracles": OraclesSection, "expect": ExpectRule}
+                                               "oracles": OraclesSection, "expect": ExpectRule,
+                                               "exclude": ExcludeRule}

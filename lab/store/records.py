@@ -118,11 +118,24 @@ class CaseRecord:
     def workload(self) -> str:
         return str(self.case.get("workload") or DEFAULT_WORKLOAD)
 
+    @property
+    def crash_state(self) -> str | None:
+        """The ADR crash state the case judged (adr:drop-all, adr:subset-<k>:seed-<s>); None for others."""
+        state = self.case.get("crash_state")
+        return str(state) if state else None
+
+    @property
+    def title(self) -> str:
+        """How lists and reports name the case within its campaign."""
+        state = f" {self.crash_state}" if self.crash_state else ""
+        return f"{self.cell_key} repeat {self.repeat} crash point {self.crash_index}{state}"
+
     def to_dict(self, *, all_attempts: bool = True) -> dict[str, Any]:
         """all_attempts=False: only the newest (as a campaign listing prints each of its cases)."""
         data: dict[str, Any] = {
             "id": self.id, "campaign_id": self.campaign_id, "cell_key": self.cell_key, "cell": self.cell,
-            "repeat": self.repeat, "crash_index": self.crash_index, "seed": self.seed, "expect": self.expect,
+            "repeat": self.repeat, "crash_index": self.crash_index, "crash_state": self.crash_state,
+            "seed": self.seed, "expect": self.expect,
             "position": self.position, "status": self.status, "verdict": self.verdict,
             "met_expectation": self.met_expectation, "infra_retries": self.infra_retries, "case": self.case,
             "attempts_count": len(self.attempts)}

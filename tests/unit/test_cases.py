@@ -94,12 +94,20 @@ def test_smoke_expands_to_its_two_cases() -> None:
     assert cases[1].check.params.map_sync is False
 
 
-def test_shipped_mapsync_expands_to_eight_cases() -> None:
+def test_shipped_mapsync_expands_to_its_eadr_and_adr_cases() -> None:
     cases = expand(load_scenario(SCENARIOS / "mapsync.toml"))
-    assert len(cases) == 8 and len({c.id for c in cases}) == 8
-    assert [c.cell_key for c in cases if c.expect is Verdict.VIOLATION] == [
-        "fs=ext4 map_sync=false prealloc=false", "fs=ext4 map_sync=false prealloc=true",
-        "fs=xfs map_sync=false prealloc=false", "fs=xfs map_sync=false prealloc=true"]
+    assert len(cases) == 30 and len({c.id for c in cases}) == 30
+    eadr = [c for c in cases if c.cell["persistence"] == "eadr"]
+    assert len(eadr) == 10 and all(c.crash_state is None for c in eadr)
+    assert [c.cell_key for c in eadr if c.expect is Verdict.VIOLATION] == [
+        "fs=ext4 map_sync=false prealloc=false persistence=eadr flush=auto",
+        "fs=ext4 map_sync=false prealloc=true persistence=eadr flush=auto",
+        "fs=xfs map_sync=false prealloc=false persistence=eadr flush=auto",
+        "fs=xfs map_sync=false prealloc=true persistence=eadr flush=auto"]
+    adr = [c for c in cases if c.cell["persistence"] == "adr"]  # MAP_SYNC on an empty file, each flush
+    assert {c.cell_key for c in adr} == {f"fs={fs} map_sync=true prealloc=false persistence=adr flush={flush}"
+                                         for fs in ("ext4", "xfs") for flush in ("auto", "none")}
+    assert all((c.expect is Verdict.VIOLATION) == (c.cell["flush"] == "none") for c in adr)
     assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.params.records == 100 for c in cases)
 
 
@@ -172,24 +180,24 @@ def test_json_round_trip_is_exact(tmp_path: Path, strategy: str) -> None:
 
 def test_from_dict_rejects_bad_records(tmp_path: Path) -> None:
     data = wide(tmp_path)[0].to_dict()
-    with pytest.raises(ConfigError, match=r"case record \w{12}: its scenario hash, cell, repeat and crash index "
-                                          r"give id \w{12}"):
+    with pytest.raises(ConfigError, match=r"case record \w{12}: its scenario hash, cell, repeat, crash index and "
+                                          r"crash state give id \w{12}"):
         Case.from_dict({**data, "repeat": 1})
     with pytest.raises(ConfigError, match=r"malformed case record: KeyError: 'check'"):
         Case.from_dict({k: v for k, v in data.items() if k != "check"})
     with pytest.raises(ConfigError, match=r"malformed case record: ValueError: 'MAYBE' is not a valid Verdict"):
         Case.from_dict({**data, "expect": "MAYBE"})
-    with pytest.raises(ConfigError, match=r"case record format 3; this lab reads formats 1, 2"):
-        Case.from_dict({**data, "format": 3})
+    with pytest.raises(ConfigError, match=r"case record format 4; this lab reads formats 1, 2, 3"):
+        Case.from_dict({**data, "format": 4})
     with pytest.raises(ConfigError, match=r"malformed case record: params: records: Input should be greater than or "
                                           r"equal to 1"):
         Case.from_dict({**data, "params": {**data["params"], "records": 0}})
 
 
-def test_format_2_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
+def test_format_3_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
     case = wide(tmp_path)[9]
     data = case.to_dict()
-    assert CASE_FORMAT == 2 and data["format"] == 2 and data["workload"] == "mapsync" == case.workload
+    assert CASE_FORMAT == 3 and data["format"] == 3 and "crash_state" not in data and data["workload"] == "mapsync" == case.workload
     assert data["params"] == {"records": 50, "record_size": 128, "records_per_page": 2, "prealloc": False,
                               "map_sync": False, "delay_us": 5, "file_size": None}
     assert case.params == MapsyncScenarioParams(**data["params"])

@@ -75,11 +75,13 @@ def test_shipped_mapsync_scenario() -> None:
     scenario = load_scenario(SCENARIOS / "mapsync.toml")
     assert scenario.name == "mapsync"
     assert scenario.text.startswith("#")
-    assert scenario.matrix == {"fs": ("ext4", "xfs"), "map_sync": (True, False), "prealloc": (False, True)}
+    assert scenario.matrix == {"fs": ("ext4", "xfs"), "map_sync": (True, False), "prealloc": (False, True),
+                               "persistence": ("eadr", "adr"), "flush": ("auto", "none")}
     assert scenario.params({}).records == 100
     assert scenario.crash.strategy == "after_ack" and scenario.crash.ack == 60
     assert scenario.shape.nvdimm_size >= 512 * MIB
-    expected = {(c["fs"], c["map_sync"], c["prealloc"]): scenario.expected(c) for c in scenario.cells()}
+    expected = {(c["fs"], c["map_sync"], c["prealloc"]): scenario.expected(c) for c in scenario.cells()
+                if c["persistence"] == "eadr" and c["flush"] == "auto"}
     assert [k for k, v in expected.items() if v is Verdict.VIOLATION] == [("ext4", False, False),
                                                                           ("ext4", False, True),
                                                                           ("xfs", False, False),
@@ -177,9 +179,10 @@ BAD = {
         "prealloc, map_sync, delay_us, file_size, flush, fence"]),
     "unknown table": (BASE + "\n[oracle]\nfsck = false\n", [
         "s.toml:24: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, crash, oracles, "
-        "expect"]),
+        "exclude, expect"]),
     "unknown strategy key": (edit("ack = 20", "ack = 20\nacks = [1]"), [
-        "s.toml:16: field 'crash.acks': unknown key; allowed: cuts_per_run, adr_states, strategy, ack, seed"]),
+        "s.toml:16: field 'crash.acks': unknown key; allowed: cuts_per_run, adr_states, adr_state, strategy, ack, "
+        "seed"]),
     "wrong types": (edit("records = 40", 'records = "40"').replace("[true, false]", "[true, 1]"), [
         "s.toml:7: field 'workload.records': input should be a valid integer, got \"40\"",
         "s.toml:11: field 'matrix.map_sync.1': input should be a valid boolean, got 1"]),
@@ -348,7 +351,7 @@ def test_scenarios_list_shipped() -> None:
     assert {path.name for path in SCENARIOS.glob("*.toml")} == set(listed)
     assert listed["mapsync.toml"] == {"file": "mapsync.toml", "name": "mapsync", "workload": "mapsync",
                                       "purpose": load_scenario(SCENARIOS / "mapsync.toml").description,
-                                      "cells": 8, "cases": 8, "error": None}
+                                      "cells": 14, "cases": 30, "error": None}
     assert (listed["smoke.toml"]["cells"], listed["smoke.toml"]["cases"]) == (2, 2)
 
 

@@ -195,7 +195,8 @@ FAKE_BAD = {
     "unknown matrix key": (edit("size_kib = [4, 64]", "size_kib = [4, 64]\nrecords = [1]"), [
         "s.toml:14: field 'matrix.records': unknown key; allowed: fs, dax, persistence, size_kib, mode"]),
     "unknown table lists no crash": (FAKE_SCENARIO + "\n[oracle]\nfsck = false\n", [
-        "s.toml:25: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, oracles, expect"]),
+        "s.toml:25: field 'oracle': unknown key; allowed: scenario, machine, workload, matrix, oracles, exclude, "
+        "expect"]),
     "model rule, per cell": (edit("size_kib = [4, 64]", "size_kib = [4, 2048, 4096]"), [
         "s.toml:8: field 'workload': mode = \"write\" takes size_kib <= 1024, got 2048, in cell fs=ext4 "
         "size_kib=2048 (and 1 more cell)",
