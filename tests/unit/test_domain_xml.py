@@ -15,7 +15,7 @@ from lab.errors import ConfigError
 from lab.vm.backend import Backend, BackendChoice
 from lab.vm.domain_xml import domain_xml
 from lab.vm.libvirt_machine import domain_name
-from lab.vm.spec import MIB, Accel, RamFile
+from lab.vm.spec import MIB, RamFile
 from tests.unit.test_qemu_argv import CASES, _spec
 
 GOLDEN = Path(__file__).parent / "golden"

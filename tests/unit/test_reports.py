@@ -97,7 +97,7 @@ def test_summary_to_json(campaign: CampaignRecord) -> None:
 
 # -- JUnit --------------------------------------------------------------------
 def test_junit_structure(campaign: CampaignRecord, tmp_path: Path) -> None:
-    data, cases = campaign, campaign.cases
+    data = campaign
     path = write_junit(tmp_path / "junit.xml", data)
     root = ET.parse(path).getroot()  # parses: the control character was dropped, the rest escaped
     assert root.tag == "testsuites"
@@ -171,7 +171,7 @@ def parse_page(path: Path) -> _Page:
 
 
 def test_html_structure(campaign: CampaignRecord, tmp_path: Path) -> None:
-    data, cases = campaign, campaign.cases
+    data = campaign
     out_dir = tmp_path / "report"
     out_dir.mkdir()
     path = write_html(out_dir / "index.html", data)
@@ -198,7 +198,7 @@ def test_html_structure(campaign: CampaignRecord, tmp_path: Path) -> None:
 
 
 def test_html_escapes_everything(campaign: CampaignRecord, tmp_path: Path) -> None:
-    data, cases = campaign, campaign.cases
+    data = campaign
     raw = write_html(tmp_path / "r.html", data).read_text(encoding="utf-8")
     assert "<script>" not in raw and "</td><script>" not in raw
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in raw
