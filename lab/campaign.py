@@ -381,6 +381,9 @@ def plan_tasks(cases: list[Case], cuts_per_run: int | None) -> list[list[Case]]:
     return tasks
 
 
+NO_SLOTS_TIMEOUT_S = 120.0  # how long a campaign waits for a machine slot when its cluster has none
+
+
 def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Progress,
               attempts_so_far: Callable[[Case], int] = lambda _: 0,
               executor: Executor | None = None) -> list[CaseOutcome]:
@@ -399,9 +402,20 @@ def run_cases(ctx: CampaignContext, cases: list[Case], jobs: int, progress: Prog
     for group in plan_tasks(cases, ctx.cuts_per_run):
         firsts = [attempts_so_far(c) + 1 for c in group]
         queue.append(Task("alone" if len(group) == 1 else "group", group, list(firsts), firsts))
+    no_slots_since: float | None = None
     try:
         while queue or running:
             capacity = executor.capacity()
+            if capacity == 0:  # a cluster whose every worker is gone: its tasks would wait forever
+                no_slots_since = no_slots_since or time.monotonic()
+                if time.monotonic() - no_slots_since > NO_SLOTS_TIMEOUT_S:
+                    stop_campaign(ctx, f"no machine slots for {NO_SLOTS_TIMEOUT_S:.0f} s (every cluster worker is "
+                                       "gone): start workers, then resume")
+                    executor.abort(list(running))
+                    running.clear()
+                    break
+            else:
+                no_slots_since = None
             while known_slots < capacity:  # a cluster may grow while it runs
                 known_slots += 1
                 free_slots.append(f"machine {known_slots}")

@@ -34,6 +34,9 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+CONNECT_DEADLINE_S = 60.0  # to reach the scheduler at start
+
+
 async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str], None]) -> str:
     from distributed import Worker
 
@@ -49,8 +52,9 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
         loop.add_signal_handler(sig, on_signal, sig)
     space = data_dir() / "dask-worker"
     space.mkdir(parents=True, exist_ok=True)
+    # death_timeout: a scheduler that never answers ends the worker instead of a retry loop without end
     worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),
-                    dashboard=False)
+                    dashboard=False, death_timeout=CONNECT_DEADLINE_S)
     await worker
     announce(f"worker {name}: {slots} VM slot(s) on {scheduler}; accelerator {accel_note()}; data {data_dir()}, "
              f"cache {cache_dir()}, pid {os.getpid()}")

@@ -236,3 +236,51 @@ def test_a_result_crosses_the_wire_whole(tmp_path: Path) -> None:
                             timings={"workload": 2.0, "total": 3.0}, error="x", errno=28, status="failed",
                             qemu_version="7.2.0")
     assert result_from_dict(result.to_dict()).to_dict() == result.to_dict()
+
+
+@pytest.mark.timeout(120)
+def test_a_cluster_left_without_workers_stops_the_campaign_by_a_deadline(lab_env: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every wait has a deadline: when the last worker goes, the campaign does not wait for one forever;
+    it stops (resumable) with the reason, its in-flight case interrupted."""
+    from distributed import Client, LocalCluster
+
+    from lab import campaign as campaign_module
+    from lab.cluster import client as client_module
+    from lab.cluster.client import ClusterExecutor
+
+    monkeypatch.setattr(campaign_module, "NO_SLOTS_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(client_module, "CAPACITY_REFRESH_S", 0.2)
+    store = ResultsStore.open(f"sqlite:///{lab_env}/results.db")
+    cases = sleep_cases()
+    new_campaign(store, "c9", cases)
+    ctx = context(store, "c9", lab_env)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, resources={"vm": 1}, processes=True,
+                               dashboard_address=None, scheduler_port=0, silence_logs=40)
+        try:
+            with Client(cluster, set_as_default=False) as c:
+                c.register_plugin(cluster_kind.SleepKind())
+                executor = ClusterExecutor(ctx, c, "tcg")
+                assert executor.prepare(IMAGE_ID) == 1
+                got: dict[str, Any] = {}
+                runner = threading.Thread(target=lambda: got.update(outcomes=run_cases(
+                    ctx, cases, 0, NoProgress(), executor=executor)))
+                runner.start()
+                started = lab_env / "data" / "started"
+                deadline = time.monotonic() + 60
+                while not (started.is_dir() and any(started.iterdir())) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert started.is_dir() and any(started.iterdir()), "no case started on the worker"
+                gone = time.monotonic()
+                cluster.scale(0)  # the last worker leaves mid-case
+                runner.join(60)
+                waited = time.monotonic() - gone
+                assert not runner.is_alive(), "the campaign waited for a worker past its deadline"
+        finally:
+            cluster.close(timeout=30)
+    print(f"campaign stopped {waited:.1f} s after its last worker left (deadline 3 s)")
+    assert ctx.stop.is_set() and "no machine slots for 3 s" in (ctx.stop_reason or "")
+    campaign = store.get_campaign("c9")
+    assert {c.status for c in campaign.cases} <= {"interrupted", "pending", "finished"}
+    assert any(c.status == "interrupted" for c in campaign.cases)
