@@ -403,17 +403,18 @@ def _bisect_git(case_id: str, tree: Path, good_rev: str, bad_rev: str, build_cmd
 @db_option
 @cold_boot_option
 @accel_option
+@lab_errors
 def bisect_step_cmd(case_id: str, build_cmd: str, steps_file: Path, run_dir: Path, recipe: str | None,
                     kernel_file: str, modules_dir: str, config_file: str, build_timeout: float, times: int,
                     db: str | None, cold_boot: bool, accel: str) -> None:
-    """One `git bisect run` step at the checked-out commit: exit 0 good, 1 bad, 125 skip (the build or
-    the lab failed), 255 abort. Appends its evidence to --steps-file."""
+    """One `git bisect run` step at the checked-out commit: exit 0 good, 100 bad (lab.git_bisect.WRAPPER
+    hands git 1), 125 skip (the build or the lab failed), 255 abort. Appends its evidence to --steps-file."""
     import json
     import subprocess
     import time
 
     from lab.bisect import EXIT_CODES, Outcome
-    from lab.git_bisect import ABORT_STATUS
+    from lab.git_bisect import ABORT_STATUS, STEP_BAD
 
     started = time.monotonic()
     tree = Path.cwd()
@@ -440,7 +441,7 @@ def bisect_step_cmd(case_id: str, build_cmd: str, steps_file: Path, run_dir: Pat
             handle.write(json.dumps(record) + "\n")
         print(f"pmemlab bisect-step {commit[:12]}: {record['outcome']}"
               f"{' (' + record['reason'] + ')' if record['reason'] else ''}", flush=True)
-    raise SystemExit(status)
+    raise SystemExit(STEP_BAD if status == EXIT_CODES[Outcome.BAD] else status)
 
 
 def _step(record: dict[str, Any], store: ResultsStore, case: Case, tree: Path, build_cmd: str, build_timeout: float,

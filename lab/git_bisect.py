@@ -3,10 +3,10 @@
 The driver only starts `git bisect`, runs `git bisect run STEP...` and always ends with `git bisect
 reset` (Ctrl-C and SIGTERM too), so the user's tree is left as `git bisect` itself leaves it: on the
 branch it was on. The step (`pmemlab bisect-step`, lab.bisect_step) builds the commit, runs the case
-and exits 0 good, 1 bad, 125 skip; it appends one JSON line per step to a steps file, which is how
+and exits 0 good, STEP_BAD bad, 125 skip; it appends one JSON line per step to a steps file, which is how
 the driver learns each step's evidence. git aborts the whole bisection on a status of 128 or more,
-so the step runs under a small shell wrapper that turns a death by signal (a crash, the OOM
-killer) into 125, and passes only ABORT_STATUS through: the step's explicit "stop bisecting".
+so the step runs under a small shell wrapper (WRAPPER) that turns a death by signal into 125 and
+passes only ABORT_STATUS through: the step's explicit "stop bisecting".
 """
 
 from __future__ import annotations
@@ -24,13 +24,25 @@ from typing import Any, Callable, Sequence
 from lab.errors import ConfigError
 
 ABORT_STATUS = 255  # the step's explicit abort: git bisect run stops
+STEP_BAD = 100  # the step's "bad"; the wrapper hands git 1
 GIT_TIMEOUT_S = 60.0  # every plain git command (rev-parse, start, reset)
 STOP_GRACE_S = 60.0  # after Ctrl-C: time for a step to shut its machines down before SIGKILL
 
-# Runs the step; a signal death (status >= 128, but not the explicit abort) becomes a skip.
-WRAPPER = ('"$@"; rc=$?; if [ "$rc" -ge 128 ] && [ "$rc" -ne %d ]; then '
-           'echo "pmemlab bisect: the step died (status $rc): skipping this commit" >&2; exit 125; fi; exit "$rc"'
-           % ABORT_STATUS)
+# git reads 0 good, 125 skip, 1..127 bad, 128+ abort. The step's own statuses pass (its bad is
+# STEP_BAD, so a Python traceback's 1 or a usage error's 2 is never taken for "bad": that is the
+# lab failing before it could judge anything, the same at every commit: abort); a death by signal
+# (a crash, the OOM killer) says nothing about the commit: skip.
+WRAPPER = f"""\
+"$@"; rc=$?
+case "$rc" in
+  0|125|{ABORT_STATUS}) exit "$rc" ;;
+  {STEP_BAD}) exit 1 ;;
+esac
+if [ "$rc" -ge 128 ]; then
+  echo "pmemlab bisect: the step died (status $rc): skipping this commit" >&2; exit 125
+fi
+echo "pmemlab bisect: the step failed (status $rc) before judging the commit: stopping" >&2; exit {ABORT_STATUS}
+"""
 
 _FIRST_BAD = re.compile(r"^([0-9a-f]{40}) is the first bad commit", re.MULTILINE)
 _SHA = re.compile(r"^([0-9a-f]{40})\b")

@@ -17,7 +17,8 @@ from lab.bisect_step import KernelLayout, find_kernel, run_build
 from lab.errors import ConfigError
 from lab.git_bisect import bisect_git, git
 
-# Each commit's fate is the file `fate`: good, bad, skip, die (SIGKILL itself) or abort.
+# Each commit's fate is the file `fate`: good, bad, skip, die (SIGKILL itself), abort, crash (a
+# traceback: status 1) or hang. Statuses as the real step's: 0, 100 (bad), 125, 255.
 FAKE_STEP = """
 import json, os, signal, subprocess, sys
 fate = open("fate").read().split()[0]
@@ -26,10 +27,12 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"commit": head, "outcome": fate}) + "\\n")
 if fate == "die":
     os.kill(os.getpid(), signal.SIGKILL)
+if fate == "crash":
+    raise RuntimeError("a lab bug")
 if fate == "hang":
     open(sys.argv[2], "w").write(str(os.getpid()))
     signal.pause()
-sys.exit({"good": 0, "bad": 1, "skip": 125, "abort": 255}[fate])
+sys.exit({"good": 0, "bad": 100, "skip": 125, "abort": 255}[fate])
 """
 
 
@@ -108,11 +111,14 @@ def test_skips_next_to_the_answer_leave_a_range(tmp_path: Path, step: tuple[list
     untouched(tmp_path / "repo", commits[-1])
 
 
-def test_an_explicit_abort_stops_git_and_resets(tmp_path: Path, step: tuple[list[str], Path]) -> None:
-    commits = make_repo(tmp_path / "repo", ["good"] + ["abort"] * 6 + ["bad"])
+@pytest.mark.parametrize("fate", ["abort", "crash"])
+def test_an_abort_or_a_crash_stops_git_and_resets(tmp_path: Path, step: tuple[list[str], Path], fate: str) -> None:
+    """A traceback's status 1 is the lab failing, never "bad": the bisection stops instead."""
+    commits = make_repo(tmp_path / "repo", ["good"] + [fate] * 6 + ["bad"])
     result = bisect_git(tmp_path / "repo", commits[0], commits[-1], step[0], step[1])
     assert result.first_bad is None and not result.candidates and "status" in result.aborted
-    assert [s["outcome"] for s in result.steps] == ["abort"]
+    assert [s["outcome"] for s in result.steps] == [fate]
+    assert "git bisect bad" not in result.log and result.log.count("# bad:") == 1  # only the given end is bad
     untouched(tmp_path / "repo", commits[-1])
 
 
