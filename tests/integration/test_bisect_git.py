@@ -8,14 +8,16 @@ at each commit. The commits, oldest first, and what each one genuinely does:
 
   0 base                                    good (its image runs the case: PASS)
   1 a README                                good
-  2 .config without CONFIG_ACPI_NFIT        skip: the image builder refuses the kernel
-  3 the build drops nd_pmem.ko (depmod)     skip: the modules the lab loads are not all there
+  2 the build drops nd_pmem.ko (depmod)     skip: the modules the lab loads are not all there
+  3 .config without CONFIG_ACPI_NFIT        skip: the image builder refuses the kernel
   4 both fixed                              good
   5 the guest helper ignores MAP_SYNC       bad: acknowledged records lost (VIOLATION)
   6 a README                                bad
 
-git visits 3, 2, 4, 5 (its choice for a linear history of 7): both skips are met, the first bad
-commit is 5. What this proves: git's search is driven by the lab's real exit statuses; a build
+git visits 3 first (the one best midpoint of 6 candidates); where it goes after a skip depends on
+the commit ids (ties are broken by id), so the test checks every visited commit against the table,
+not the order, and runs the real step once more at commit 2 (in a separate worktree) for the
+module lever. The first bad commit is 5. What this proves: git's search is driven by the lab's real exit statuses; a build
 the lab cannot use is skipped, never called good or bad; each probed commit's runs are stored;
 the tree ends as it began. What it does not: the good/bad difference comes from the tree's
 recipe (the guest helper), not from the kernel binary, which is the same Debian kernel at
@@ -28,6 +30,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,10 +112,10 @@ def make_tree(repo: Path, image: Image) -> list[str]:
     commits.append(commit(repo, "base"))
     (repo / "README").write_text("a kernel tree\n")
     commits.append(commit(repo, "README"))
-    script.write_text(build.replace(HOOK, NO_NFIT))
-    commits.append(commit(repo, "drop CONFIG_ACPI_NFIT"))
     script.write_text(build.replace(HOOK, NO_PMEM))
     commits.append(commit(repo, "lose nd_pmem.ko"))
+    script.write_text(build.replace(HOOK, NO_NFIT))
+    commits.append(commit(repo, "drop CONFIG_ACPI_NFIT"))
     script.write_text(build)
     commits.append(commit(repo, "fix the build"))
     helper.write_text(helper.read_text().replace(SYNC_LINE, "mflags = map_sync ? MAP_SHARED : MAP_SHARED;"))
@@ -149,9 +152,11 @@ def test_git_bisect_finds_the_commit_that_dropped_map_sync(image: Image, commits
     steps = [(commits.index(s["commit"]), s["outcome"]) for s in found["steps"]]
     print(f"git bisect over {len(commits)} commits: {len(steps)} steps {steps}, {seconds:.1f} s")
     assert found["first_bad"] == commits[5]
-    assert steps == [(3, "skip"), (2, "skip"), (4, "good"), (5, "bad")]
+    truth = {1: "good", 2: "skip", 3: "skip", 4: "good", 5: "bad"}
+    assert steps[0] == (3, "skip") and all(truth[index] == outcome for index, outcome in steps)
+    assert {4, 5} <= {index for index, _ in steps}  # the two commits that pin the answer
     reasons = {commits.index(s["commit"]): s["reason"] for s in found["steps"]}
-    assert "CONFIG_ACPI_NFIT" in reasons[2] and "nd_pmem" in reasons[3]
+    assert "CONFIG_ACPI_NFIT" in reasons[3] and (2 not in reasons or "nd_pmem" in reasons[2])
     verdicts = {commits.index(s["commit"]): s["verdicts"] for s in found["steps"]}
     assert verdicts[4] == ["PASS"] and verdicts[5] == ["VIOLATION"]
     # The evidence: one stored campaign per commit that ran, on that commit's own image.
@@ -159,10 +164,22 @@ def test_git_bisect_finds_the_commit_that_dropped_map_sync(image: Image, commits
     stored = {c.campaign.id: c for c in store.list_campaigns() if c.campaign.scenario_name == f"bisect-{case.id}"}
     assert set(stored) == set(probed) and len(set(probed.values())) == 2
     assert all(stored[c].campaign.image_id == probed[c] and stored[c].finished == 1 for c in probed)
-    assert f"commit {commits[5]}" in stored[found["steps"][3]["campaign_id"]].campaign.scenario_path
+    bad_step = next(s for s in found["steps"] if s["commit"] == commits[5])
+    assert f"commit {commits[5]}" in stored[bad_step["campaign_id"]].campaign.scenario_path
     store.close()
     # The tree as it was: on master, no bisect in progress, nothing tracked changed.
     git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True)  # noqa: E731
     assert git("symbolic-ref", "--short", "HEAD").stdout.strip() == "master"
     assert git("rev-parse", "HEAD").stdout.strip() == commits[-1]
     assert git("bisect", "log").returncode != 0 and git("status", "--porcelain").stdout == ""
+    # The module lever, whether or not git's walk met it: the real step at commit 2, in a worktree of its own.
+    other = tmp_path / "at-commit-2"
+    assert git("worktree", "add", "--detach", str(other), commits[2]).returncode == 0
+    steps_file = tmp_path / "one-step.jsonl"
+    step = subprocess.run([sys.executable, "-m", "lab.cli", "bisect-step", case.id, "--build-cmd", "sh build.sh",
+                           "--steps-file", str(steps_file), "--run-dir", str(tmp_path), "--recipe",
+                           "images/debian12-pmem.toml", "--db", db], cwd=other, capture_output=True, text=True,
+                          timeout=300)
+    (record,) = [json.loads(line) for line in steps_file.read_text().splitlines()]
+    assert step.returncode == 125 and record["outcome"] == "skip", step.stdout + step.stderr
+    assert "'nd_pmem' is neither in modules.dep nor built in" in record["reason"] and record["campaign_id"] is None
