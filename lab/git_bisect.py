@@ -132,22 +132,26 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
 
 def bisect_git(tree: Path, good_rev: str, bad_rev: str, step: Sequence[str], steps_file: Path,
                progress: Callable[[str], None] = lambda _: None) -> GitBisection:
-    """Run `git bisect run` over good..bad in `tree` with `step` as the test; always reset."""
+    """Run `git bisect run` over good..bad in `tree` with `step` as the test; always reset. The
+    wrapper script goes beside `steps_file` (outside the tree)."""
     top, good, bad = prepare(tree, good_rev, bad_rev)
     result = GitBisection(top, good, bad)
     started = time.monotonic()
     output: list[str] = []
     proc: subprocess.Popen[str] | None = None
     try:
+        wrapper = steps_file.with_name("step-wrapper.sh")
+        wrapper.write_text(WRAPPER)
         git(top, "bisect", "start", bad, good, "--")
         # Its own session: Ctrl-C reaches only this process, which then stops git and the step in order.
-        proc = subprocess.Popen(["git", "bisect", "run", "sh", "-c", WRAPPER, "pmemlab-bisect-step", *step],
+        proc = subprocess.Popen(["git", "bisect", "run", "sh", str(wrapper), *step],
                                 cwd=top, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)
-            progress(line.rstrip("\n"))
+            if not line.startswith("running "):  # git's echo of the whole step command line, every step
+                progress(line.rstrip("\n"))
         status = proc.wait()
         text = "".join(output)
         found = _FIRST_BAD.search(text)
