@@ -435,6 +435,9 @@ def bisect_step_cmd(case_id: str, build_cmd: str, steps_file: Path, run_dir: Pat
     except Exception as exc:  # a lab failure at one commit claims nothing about it: skip
         record.update(outcome=Outcome.SKIP.value, reason=f"the lab failed: {type(exc).__name__}: {exc}")
         status = EXIT_CODES[Outcome.SKIP]
+    except BaseException:  # SIGTERM (the bisection was stopped) or Ctrl-C: no verdict about this commit
+        record.update(outcome="interrupted", reason="the bisection was stopped during this step")
+        raise
     finally:
         record["seconds"] = round(time.monotonic() - started, 2)
         with steps_file.open("a") as handle:
