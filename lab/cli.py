@@ -17,7 +17,7 @@ from lab.cli_compare import compare
 from lab.cli_serve import serve
 from lab.cli_watch import schedule, watch
 from lab.cli_hosts import host, image_push
-from lab.cli_bugreport import bisect_cmd, check, minimize_cmd, run_script
+from lab.cli_bugreport import bisect_cmd, bisect_step_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
 from lab.cli_common import (EXIT_LAB_ERROR, verdict_exit, accel_option, backend_options, boot_mode, cold_boot_option,
                             image_and_accel, image_option, json_option, lab_errors)
@@ -493,6 +493,7 @@ cli.add_command(repro)
 cli.add_command(check)
 cli.add_command(minimize_cmd)
 cli.add_command(bisect_cmd)
+cli.add_command(bisect_step_cmd)
 cli.add_command(compare)
 cli.add_command(serve)
 cli.add_command(watch)

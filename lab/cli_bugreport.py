@@ -4,17 +4,20 @@ report; `pmemlab run script REPRO` runs a report's own reproducer under power cu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lab.cli_common import (EXIT_FAILED, EXIT_LAB_ERROR, EXIT_OK, verdict_exit, accel_option, boot_mode, cold_boot_option,
-                            db_option, image_and_accel, image_option, json_option, lab_errors, open_store)
+from lab.bisect_step import CONFIG_FILE, KERNEL_FILE, MODULES_DIR, KernelLayout
+from lab.cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode,
+                            cold_boot_option, db_option, image_and_accel, image_option, json_option, lab_errors,
+                            open_store, verdict_exit)
 from lab.guest.pmem import Filesystem
 from lab.runner.guest_run import WorkloadResult
 from lab.ui import UI
 
 if TYPE_CHECKING:
+    from lab.bisect import Outcome
     from lab.cases import Case
     from lab.image.cache import Image
     from lab.runner.machines import BootMode
@@ -234,33 +237,94 @@ def minimize_cmd(case_id: str, times: int, output: Path | None, db: str | None, 
                 f"{' (interrupted)' if result.interrupted else ''}; smallest case written to {target}", literal=True)
 
 
+def _probe(store: ResultsStore, case: Case, image: Image, accel: AccelVerdict, boot: BootMode, times: int,
+           what: str) -> tuple[list[Verdict], str]:
+    """Run a stored case's export `times` times on one image, stored as one campaign (the step's
+    evidence); its verdicts and the campaign id."""
+    from lab.campaign import new_campaign_id
+    from lab.cases import expand, export_case_scenario
+    from lab.scenario import parse_scenario
+
+    text = export_case_scenario(case)
+    scenario = parse_scenario(text.encode(), Path(f"bisect-{case.id}.toml"))
+    (exported,) = expand(scenario)
+    campaign_id = new_campaign_id()
+    store.create_campaign(campaign_id=campaign_id, scenario_name=f"bisect-{case.id}",
+                          scenario_path=f"(bisect of case {case.id}: {what})", scenario_text=text,
+                          scenario_hash=scenario.content_hash, image_id=image.id,
+                          kernel_version=image.kernel_version, accelerator=accel.accel.value, jobs=1,
+                          cases=[exported.to_dict()])
+    verdicts = []
+    for _ in range(times):
+        attempt = store.start_attempt(campaign_id, exported.id, "")
+        result = _run_once(exported, image, accel, boot, f"bisect-{case.id}")
+        store.finish_attempt(attempt, result.to_dict(), final=True)
+        verdicts.append(result.verdict)
+    store.set_campaign_status(campaign_id, "finished")
+    return verdicts, campaign_id
+
+
+layout_options = [
+    click.option("--recipe", default=None, help="With --git: the image recipe; a relative path is read from the "
+                 "bisected tree at each commit (default: the lab's images/debian12-pmem.toml)."),
+    click.option("--kernel-file", default=KERNEL_FILE, show_default=True,
+                 help="With --git: where the build leaves the bzImage, relative to the tree."),
+    click.option("--modules-dir", default=MODULES_DIR, show_default=True,
+                 help="With --git: the build's INSTALL_MOD_PATH, relative to the tree (absent: no modules)."),
+    click.option("--config-file", default=CONFIG_FILE, show_default=True,
+                 help="With --git: the kernel .config, relative to the tree."),
+    click.option("--build-timeout", type=click.FloatRange(1), default=7200.0, show_default=True,
+                 help="With --git: seconds one build may take (past it: the commit is skipped)."),
+]
+
+
+def _layout(fn: Any) -> Any:
+    for option in reversed(layout_options):
+        fn = option(fn)
+    return fn
+
+
 @click.command("bisect")
 @click.argument("case_id")
-@click.option("--good", required=True, help="An image (ref or id) the case passes on.")
-@click.option("--bad", required=True, help="An image (ref or id) the case fails on, later in --images.")
-@click.option("--images", "images_text", required=True, help="Comma-separated image refs/ids, oldest first.")
+@click.option("--good", default=None, help="An image (ref or id) the case passes on.")
+@click.option("--bad", default=None, help="An image (ref or id) the case fails on, later in --images.")
+@click.option("--images", "images_text", default=None, help="Comma-separated image refs/ids, oldest first.")
+@click.option("--git", "git_tree", type=click.Path(path_type=Path), default=None,
+              help="Bisect commits of this kernel tree instead of images (with --good-rev, --bad-rev, --build-cmd).")
+@click.option("--good-rev", default=None, help="With --git: a commit the case passes on.")
+@click.option("--bad-rev", default=None, help="With --git: a later commit the case fails on.")
+@click.option("--build-cmd", default=None,
+              help="With --git: the shell command (sh -c, in the tree) that builds the checked-out kernel, e.g. "
+              "'make -j16 bzImage modules && make modules_install INSTALL_MOD_PATH=.pmemlab-modules'.")
+@_layout
 @click.option("--times", type=click.IntRange(1, 20), default=1, show_default=True, help="Runs per image.")
 @db_option
 @cold_boot_option
 @accel_option
 @json_option
 @lab_errors
-def bisect_cmd(case_id: str, good: str, bad: str, images_text: str, times: int, db: str | None, cold_boot: bool,
-               accel: str, as_json: bool) -> None:
-    """The first image in --images on which a stored case goes bad (exit 0 when found). Each step's
-    runs are stored: one campaign per image probed, running the case's export."""
+def bisect_cmd(case_id: str, good: str | None, bad: str | None, images_text: str | None, git_tree: Path | None,
+               good_rev: str | None, bad_rev: str | None, build_cmd: str | None, recipe: str | None,
+               kernel_file: str, modules_dir: str, config_file: str, build_timeout: float, times: int,
+               db: str | None, cold_boot: bool, accel: str, as_json: bool) -> None:
+    """The first image in --images (or, with --git, the first commit) on which a stored case goes bad
+    (exit 0 when found). Each step's runs are stored: one campaign per image or commit probed."""
     from lab.bisect import bisect
-    from lab.campaign import new_campaign_id
-    from lab.cases import expand, export_case_scenario
-    from lab.errors import ImageError
-    from lab.scenario import parse_scenario
+    from lab.errors import ConfigError, ImageError
 
+    if git_tree is not None:
+        if good or bad or images_text:
+            raise ConfigError("--git bisects commits: give --good-rev/--bad-rev/--build-cmd, not --good/--bad/--images")
+        if not (good_rev and bad_rev and build_cmd):
+            raise ConfigError("--git needs --good-rev A, --bad-rev B and --build-cmd CMD")
+        _bisect_git(case_id, git_tree, good_rev, bad_rev, build_cmd, recipe, KernelLayout(kernel_file, modules_dir,
+                    config_file), build_timeout, times, db, cold_boot, accel, as_json)
+        return
+    if not (good and bad and images_text):
+        raise ConfigError("give --good IMAGE --bad IMAGE --images REF,REF,... (or --git TREE to bisect commits)")
     ui = UI(as_json)
     store, case, _image_id, _recorded = _stored_case(db, case_id)
     images = [name.strip() for name in images_text.split(",") if name.strip()]
-    text = export_case_scenario(case)
-    scenario = parse_scenario(text.encode(), Path(f"bisect-{case.id}.toml"))
-    (exported,) = expand(scenario)
     boot = boot_mode(cold_boot)
 
     def probe(name: str) -> list[Verdict]:
@@ -269,20 +333,7 @@ def bisect_cmd(case_id: str, good: str, bad: str, images_text: str, times: int, 
         except ImageError as exc:
             ui.warn(f"{name}: {exc}")
             return []
-        campaign_id = new_campaign_id()
-        store.create_campaign(campaign_id=campaign_id, scenario_name=f"bisect-{case.id}",
-                              scenario_path=f"(bisect of case {case.id}: {name})", scenario_text=text,
-                              scenario_hash=scenario.content_hash, image_id=image.id,
-                              kernel_version=image.kernel_version, accelerator=verdict.accel.value, jobs=1,
-                              cases=[exported.to_dict()])
-        verdicts = []
-        for _ in range(times):
-            attempt = store.start_attempt(campaign_id, exported.id, "")
-            result = _run_once(exported, image, verdict, boot, f"bisect-{case.id}")
-            store.finish_attempt(attempt, result.to_dict(), final=True)
-            verdicts.append(result.verdict)
-        store.set_campaign_status(campaign_id, "finished")
-        return verdicts
+        return _probe(store, case, image, verdict, boot, times, name)[0]
 
     ui.info(f"bisect case {case.id} ({case.workload}: {case.cell_key}, expects {case.expect.value}) over "
             f"{len(images)} images, {times} run(s) each", literal=True)
@@ -295,3 +346,144 @@ def bisect_cmd(case_id: str, good: str, bad: str, images_text: str, times: int, 
     else:
         ui.info(f"no single first bad image: among {', '.join(result.candidates) or '(interrupted)'}", literal=True)
     raise SystemExit(EXIT_OK if result.first_bad is not None else EXIT_FAILED)
+
+
+def _bisect_git(case_id: str, tree: Path, good_rev: str, bad_rev: str, build_cmd: str, recipe: str | None,
+                layout: KernelLayout, build_timeout: float, times: int, db: str | None, cold_boot: bool,
+                accel: str, as_json: bool) -> None:
+    import sys
+
+    from lab.git_bisect import bisect_git, git
+    from lab.runs import new_run_dir, write_json
+
+    ui = UI(as_json)
+    _store, case, _image_id, _recorded = _stored_case(db, case_id)  # refuse an unknown case before git moves
+    run_dir = new_run_dir("bisect-git")
+    steps_file = run_dir / "steps.jsonl"
+    step = [sys.executable, "-m", "lab.cli", "bisect-step", case.id, "--build-cmd", build_cmd,
+            "--build-timeout", str(build_timeout), "--times", str(times), "--steps-file", str(steps_file),
+            "--kernel-file", layout.kernel, "--modules-dir", layout.modules, "--config-file", layout.config,
+            "--accel", accel, "--run-dir", str(run_dir)]
+    step += ["--recipe", recipe] if recipe else []
+    step += ["--db", db] if db else []
+    step += ["--cold-boot"] if cold_boot else []
+    ui.info(f"git bisect of case {case.id} ({case.workload}: {case.cell_key}, expects {case.expect.value}) in "
+            f"{tree}: {good_rev} good, {bad_rev} bad, {times} run(s) per commit; steps in {run_dir}", literal=True)
+    result = bisect_git(tree, good_rev, bad_rev, step, steps_file,
+                        progress=lambda line: ui.info(line, literal=True) if not as_json else ui.err.print(line,
+                                                                                                       markup=False))
+    write_json(run_dir / "bisect.json", result.to_dict())
+    if as_json:
+        ui.emit_json({**result.to_dict(), "run_dir": str(run_dir)})
+    else:
+        ui.table("steps", ["commit", "outcome", "verdicts", "seconds", "why"],
+                 [[s["commit"][:12], s["outcome"], ",".join(s["verdicts"]), f"{s['seconds']:.1f}", s["reason"]]
+                  for s in result.steps], literal=True)
+        if result.first_bad:
+            subject = git(result.tree, "log", "-1", "--format=%s", result.first_bad, check=False).stdout.strip()
+            ui.info(f"first bad commit: {result.first_bad} {subject} ({len(result.steps)} steps, "
+                    f"{result.seconds:.1f} s)", literal=True)
+        elif result.candidates:
+            ui.info(f"no single first bad commit (skipped commits): among {', '.join(result.candidates)}",
+                    literal=True)
+        else:
+            ui.info(f"no answer: {'interrupted' if result.interrupted else result.aborted}", literal=True)
+    if result.interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
+    raise SystemExit(EXIT_OK if result.first_bad is not None else EXIT_FAILED)
+
+
+@click.command("bisect-step", hidden=True)
+@click.argument("case_id")
+@click.option("--build-cmd", required=True)
+@click.option("--steps-file", type=click.Path(path_type=Path), required=True)
+@click.option("--run-dir", type=click.Path(path_type=Path), required=True)
+@_layout
+@click.option("--times", type=click.IntRange(1, 20), default=1)
+@db_option
+@cold_boot_option
+@accel_option
+@lab_errors
+def bisect_step_cmd(case_id: str, build_cmd: str, steps_file: Path, run_dir: Path, recipe: str | None,
+                    kernel_file: str, modules_dir: str, config_file: str, build_timeout: float, times: int,
+                    db: str | None, cold_boot: bool, accel: str) -> None:
+    """One `git bisect run` step at the checked-out commit: exit 0 good, 100 bad (lab.git_bisect.WRAPPER
+    hands git 1), 125 skip (the build or the lab failed), 255 abort. Appends its evidence to --steps-file."""
+    import json
+    import subprocess
+    import time
+
+    from lab.bisect import EXIT_CODES, Outcome
+    from lab.git_bisect import ABORT_STATUS, STEP_BAD
+
+    started = time.monotonic()
+    tree = Path.cwd()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=60).stdout.strip()
+    record: dict[str, Any] = {"commit": commit, "outcome": Outcome.SKIP.value, "verdicts": [], "reason": "",
+                              "image_id": None, "campaign_id": None, "build_log": None, "build_seconds": None}
+    status = EXIT_CODES[Outcome.SKIP]
+    try:
+        try:
+            store, case, _image_id, _recorded = _stored_case(db, case_id)
+        except Exception as exc:  # the same for every commit: stop bisecting
+            record.update(outcome="abort", reason=f"case {case_id}: {exc}")
+            status = ABORT_STATUS
+        else:
+            outcome, status = _step(record, store, case, tree, build_cmd, build_timeout, run_dir, recipe,
+                                    KernelLayout(kernel_file, modules_dir, config_file), times, cold_boot, accel)
+            record["outcome"] = outcome.value
+    except Exception as exc:  # a lab failure at one commit claims nothing about it: skip
+        record.update(outcome=Outcome.SKIP.value, reason=f"the lab failed: {type(exc).__name__}: {exc}")
+        status = EXIT_CODES[Outcome.SKIP]
+    except BaseException:  # SIGTERM (the bisection was stopped) or Ctrl-C: no verdict about this commit
+        record.update(outcome="interrupted", reason="the bisection was stopped during this step")
+        raise
+    finally:
+        record["seconds"] = round(time.monotonic() - started, 2)
+        with steps_file.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(f"pmemlab bisect-step {commit[:12]}: {record['outcome']}"
+              f"{' (' + record['reason'] + ')' if record['reason'] else ''}", flush=True)
+    raise SystemExit(STEP_BAD if status == EXIT_CODES[Outcome.BAD] else status)
+
+
+def _step(record: dict[str, Any], store: ResultsStore, case: Case, tree: Path, build_cmd: str, build_timeout: float,
+          run_dir: Path, recipe: str | None, layout: KernelLayout, times: int, cold_boot: bool,
+          accel: str) -> tuple[Outcome, int]:
+    from lab.bisect import EXIT_CODES, Outcome, classify
+    from lab.bisect_step import find_kernel, run_build
+    from lab.errors import ImageError
+    from lab.image.builder import build
+    from lab.image.kernel import user_kernel
+    from lab.paths import cache_dir, images_dir
+
+    def skip(reason: str) -> tuple[Outcome, int]:
+        record["reason"] = reason
+        return Outcome.SKIP, EXIT_CODES[Outcome.SKIP]
+
+    commit = record["commit"]
+    log = run_dir / f"build-{commit[:12]}.log"
+    record["build_log"] = str(log)
+    built = run_build(build_cmd, tree, log, build_timeout)
+    record["build_seconds"] = round(built.seconds, 2)
+    if not built.ok:
+        return skip(built.reason)
+    found = find_kernel(tree, layout)
+    if isinstance(found, str):
+        return skip(found)
+    bzimage, modules, config = found
+    recipe_path = images_dir() / "debian12-pmem.toml" if recipe is None else (
+        Path(recipe) if Path(recipe).is_absolute() else tree / recipe)
+    try:
+        kernel = user_kernel(bzimage, modules, config)
+        image = build(recipe_path, cache_dir(), kernel=kernel, ref=f"git-{commit[:12]}").image
+    except ImageError as exc:  # includes a config lacking what the lab needs
+        return skip(f"no image from this build: {exc}")
+    record["image_id"] = image.id
+    image, verdict = image_and_accel(image.id, accel)
+    verdicts, campaign_id = _probe(store, case, image, verdict, boot_mode(cold_boot), times, f"commit {commit}")
+    record.update(verdicts=[v.value for v in verdicts], campaign_id=campaign_id)
+    outcome = classify(verdicts, case.expect)
+    if outcome is Outcome.SKIP:
+        record["reason"] = "the lab gave INFRA-ERROR: nothing can be claimed about this commit"
+    return outcome, EXIT_CODES[outcome]

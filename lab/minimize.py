@@ -103,13 +103,33 @@ class Search:
         return kept
 
     def smallest_int(self, low: int, high: int, make: Callable[[int], Case | None], name: str) -> None:
-        """Binary search for the smallest value in [low, high) that still fails (high is known to fail)."""
+        """Binary search for the smallest value in [low, high) that still fails (high is known to fail).
+        Where the middle value is not a valid case (a record size that is not a multiple of 8, fewer
+        records than the crash point), the nearest valid one is tried instead: never taken as a pass."""
         while low < high:
             mid = (low + high) // 2
-            if self.fails(make(mid), f"{name} {mid}"):
-                high = mid
+            near = _valid_near(mid, low, high, make)
+            if near is None:
+                return  # nothing valid left between low and high
+            value, candidate = near
+            if self.fails(candidate, f"{name} {value}"):
+                high = value
             else:
-                low = mid + 1
+                # Below mid only when nothing in (mid, high) is valid: then nothing valid lies above value.
+                low = value + 1 if value >= mid else high
+
+
+NEAR_LIMIT = 256  # how far from the middle to look for a valid value, each way
+
+
+def _valid_near(mid: int, low: int, high: int, make: Callable[[int], Case | None]) -> tuple[int, Case] | None:
+    """The valid case nearest `mid` in [low, high): mid itself, else above it, else below it."""
+    for value in [mid, *range(mid + 1, min(high, mid + 1 + NEAR_LIMIT)),
+                  *range(mid - 1, max(low, mid - NEAR_LIMIT) - 1, -1)]:
+        candidate = make(value)
+        if candidate is not None:
+            return value, candidate
+    return None
 
 
 def minimize(case: Case, target: Verdict, times: int, runner: Runner,

@@ -68,6 +68,21 @@ def test_ctrl_c_keeps_the_smallest_so_far() -> None:
     assert result.smallest.crash.after_ack == 5  # ACK 10, then ACK 5 kept; the third run was cut short  # type: ignore[union-attr]
 
 
+def test_an_invalid_middle_is_never_taken_for_a_pass() -> None:
+    """record_size must be a multiple of 8: a search from 128 that meets 68 (invalid) must still reach 64."""
+    case = with_changes(control(), params={"record_size": 128})
+    assert case is not None
+    tried: list[int] = []
+
+    def always(c: Case) -> Verdict:
+        tried.append(c.params.record_size)  # type: ignore[attr-defined]
+        return V
+
+    result = minimize(case, V, 1, always)
+    assert result.smallest.params.record_size == 64  # type: ignore[attr-defined]
+    assert all(size % 8 == 0 for size in tried)
+
+
 def test_invalid_candidates_are_not_run() -> None:
     case = control()
     assert with_changes(case, params={"records": 30}) is not None
