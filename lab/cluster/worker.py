@@ -15,6 +15,7 @@ import signal
 import socket
 from typing import Callable
 
+from lab.errors import LabError
 from lab.cluster.task import MACHINES
 from lab.paths import cache_dir, data_dir
 from lab.vm.accel import HostFacts, decide_from_facts
@@ -34,7 +35,7 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-CONNECT_DEADLINE_S = 60.0  # to reach the scheduler at start
+CONNECT_DEADLINE_S = float(os.environ.get("PMEMLAB_WORKER_CONNECT_S", "60"))  # to reach the scheduler at start
 
 
 async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str], None]) -> str:
@@ -55,7 +56,11 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
     # death_timeout: a scheduler that never answers ends the worker instead of a retry loop without end
     worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),
                     dashboard=False, death_timeout=CONNECT_DEADLINE_S)
-    await worker
+    try:
+        await worker
+    except (asyncio.TimeoutError, OSError) as exc:
+        raise LabError(f"worker {name}: no scheduler answered at {scheduler} within {CONNECT_DEADLINE_S:.0f} s "
+                       f"({exc}): start it first ('pmemlab cluster up') or check the address") from None
     announce(f"worker {name}: {slots} VM slot(s) on {scheduler}; accelerator {accel_note()}; data {data_dir()}, "
              f"cache {cache_dir()}, pid {os.getpid()}")
     finished = asyncio.ensure_future(worker.finished())

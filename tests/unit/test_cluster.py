@@ -284,3 +284,17 @@ def test_a_cluster_left_without_workers_stops_the_campaign_by_a_deadline(lab_env
     campaign = store.get_campaign("c9")
     assert {c.status for c in campaign.cases} <= {"interrupted", "pending", "finished"}
     assert any(c.status == "interrupted" for c in campaign.cases)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_scheduler_never_answers_ends_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PMEMLAB_WORKER_CONNECT_S": "2", "PMEMLAB_DATA": str(tmp_path / "data"),
+           "PMEMLAB_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "lab.cli", "worker", "--scheduler", "tcp://127.0.0.1:1", "--vm", "1"],
+                          capture_output=True, text=True, timeout=50, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no scheduler answered at tcp://127.0.0.1:1 within 2 s" in proc.stderr
+    assert "Traceback" not in proc.stderr
