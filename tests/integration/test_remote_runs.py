@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -46,6 +47,7 @@ def lab_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
                       str(ssh.known_hosts), "--workdir", str(ssh.workdir), "--pmemlab", str(there)], env)
         assert added.returncode == 0, added.stderr
         yield LabHost(ssh, env, base / "data")
+        print(json.dumps({"ready_snapshots_there": sorted(p.name for p in (ssh.workdir / "snapshots").glob("*"))}))
     finally:
         sshhost.stop(ssh)
     assert not _left_running(ssh.workdir)
@@ -89,13 +91,17 @@ def _cut_mid_workload(host: LabHost, proc: subprocess.Popen[str], settle_s: floa
     return time.monotonic()
 
 
-def _wait_gone(workdir: Path, since: float) -> float:
-    while _left_running(workdir):
-        assert time.monotonic() - since < GONE_WITHIN_S, f"still running there: {_left_running(workdir)}"
+def _wait_gone(workdir: Path, since: float, only: re.Pattern[str] | None = None) -> float:
+    def left() -> list[str]:
+        return [p for p in _left_running(workdir) if only is None or only.search(p)]
+
+    while left():
+        assert time.monotonic() - since < GONE_WITHIN_S, f"still running there: {left()}"
         time.sleep(0.5)
     return time.monotonic() - since
 
 
+@pytest.mark.timeout(400)
 def test_remote_mapsync_end_to_end(lab_host: LabHost) -> None:
     started = time.monotonic()
     ran = _cli(["run", "mapsync", "--host", "lab2", "--records", "50", "--json"], lab_host.env)
@@ -121,6 +127,7 @@ def test_remote_mapsync_end_to_end(lab_host: LabHost) -> None:
     print(json.dumps({"remote_mapsync_wall_s": round(wall, 2)}))
 
 
+@pytest.mark.timeout(400)
 def test_lost_link_mid_workload(lab_host: LabHost) -> None:
     # a workload that runs 60 s unless stopped: the cut lands in it
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "mapsync", "--host", "lab2", "--records",
@@ -146,6 +153,7 @@ def test_lost_link_mid_workload(lab_host: LabHost) -> None:
         sshhost.restore_link(lab_host.ssh)
 
 
+FIRST_ATTEMPT = re.compile(r"/[0-9a-f]{12}-a1[/-]")  # runs/CAMPAIGN/CASE-a1/..., tasks/CASE-a1-KEY.json
 SCENARIO = """
 [scenario]
 name = "remote-lost"
@@ -154,21 +162,22 @@ workload = "mapsync"
 image = "debian12-pmem"
 
 [workload]
-records = 300000
-records_per_page = 64
+records = 100000
+delay_us = 1000  # about 1000 records a second: the workload outlasts the controller's link timeout
 
 [matrix]
 fs = ["ext4"]
 
 [crash]
 strategy = "time_offsets"
-seconds = [5.0]
+seconds = [20.0]
 
 [[expect]]
 verdict = "PASS"
 """
 
 
+@pytest.mark.timeout(400)
 def test_campaign_on_host_retries_a_lost_attempt(lab_host: LabHost, tmp_path: Path) -> None:
     scenario = tmp_path / "remote-lost.toml"
     scenario.write_text(SCENARIO)
@@ -176,21 +185,30 @@ def test_campaign_on_host_retries_a_lost_attempt(lab_host: LabHost, tmp_path: Pa
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "campaign", "run", str(scenario), "--host", "lab2",
                              "--db", db, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=lab_host.env)
+    err_lines: list[str] = []
+    gone_after: list[float] = []
+
+    def watch(cut: float) -> None:
+        """The link comes back when the retry starts (the controller declared the host lost): the retry runs
+        on the same host, and the lost attempt's side there (its run directory and task spec end in -a1) must
+        be gone by then or soon after."""
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "(attempt 2)" in line:
+                sshhost.restore_link(lab_host.ssh)
+                gone_after.append(_wait_gone(lab_host.ssh.workdir, cut, FIRST_ATTEMPT))
+
     try:
         cut = _cut_mid_workload(lab_host, proc, settle_s=3.0)
-        # the link comes back once the first attempt's side there is gone: the retry runs on the same host
-        restored = threading.Event()
-
-        def restore() -> None:
-            _wait_gone(lab_host.ssh.workdir, cut)
-            sshhost.restore_link(lab_host.ssh)
-            restored.set()
-
-        watcher = threading.Thread(target=restore, daemon=True)
+        watcher = threading.Thread(target=watch, args=(cut,), daemon=True)
         watcher.start()
-        out, err = proc.communicate(timeout=300)
-        watcher.join(60)
-        assert restored.is_set(), "something was left running there after the cut"
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait(300)
+        watcher.join(30)
+        err = "".join(err_lines)
+        assert gone_after, f"no retry, or something was left running there after the cut: {err[-2000:]}"
     finally:
         if proc.poll() is None:
             proc.kill()
