@@ -86,7 +86,7 @@ def test_smoke_verdicts_equal_the_qemu_backend(daemon: libvirtd.Libvirtd, image:
 
 
 # scenarios/mapsync.toml cells the smoke scenario (ext4) does not cover, kept few since every libvirt machine
-# boots cold (about 20 s a case on this host): XFS with MAP_SYNC, and its negative control.
+# boots cold (two cold boots a case): XFS with MAP_SYNC, and its negative control.
 MAPSYNC_CELLS = {"fs=xfs map_sync=true prealloc=false persistence=eadr flush=auto",
                  "fs=xfs map_sync=false prealloc=false persistence=eadr flush=auto"}
 
