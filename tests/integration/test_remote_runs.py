@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -154,6 +155,29 @@ def test_lost_link_mid_workload(lab_host: LabHost) -> None:
 
 
 FIRST_ATTEMPT = re.compile(r"/[0-9a-f]{12}-a1[/-]")  # runs/CAMPAIGN/CASE-a1/..., tasks/CASE-a1-KEY.json
+@pytest.mark.timeout(300)
+def test_interrupted_controller_leaves_nothing_there(lab_host: LabHost) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "mapsync", "--host", "lab2", "--records",
+                             "1000000", "--records-per-page", "64", "--cut-at-seconds", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab_host.env)
+    try:
+        deadline = time.monotonic() + 240
+        while not _qemu_there(lab_host.ssh.workdir):
+            assert proc.poll() is None and time.monotonic() < deadline, "no machine started on the host"
+            time.sleep(0.2)
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the session closes, sshd hangs the attempt's pty up
+        proc.communicate(timeout=30)
+        assert proc.returncode != 0
+        gone_after = _wait_gone(lab_host.ssh.workdir, interrupted)
+        assert gone_after < 15.0, "the attempt outlived its controller until its own link timeout"
+        print(json.dumps({"nothing_left_after_ctrl_c_s": round(gone_after, 1)}))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 SCENARIO = """
 [scenario]
 name = "remote-lost"
