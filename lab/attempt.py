@@ -107,6 +107,16 @@ def attempt_group(env: AttemptEnv, cases: Sequence[Case], run_dirs: Sequence[Pat
             for case, job, run_dir in zip(cases, jobs, run_dirs)]
 
 
+def run_spec(env: AttemptEnv, spec: dict[str, Any], base: Path, on_phase: Phase) -> list[WorkloadResult]:
+    """One executor task as plain data (a Dask task, a lab host's `pmemlab attempt`): "alone" (one case) or
+    "group" (a shared workload run and its recoveries, here); run directories are relative to `base`."""
+    cases = [Case.from_dict(d) for d in spec["cases"]]
+    dirs = [base / str(name) for name in spec["run_dirs"]]
+    if spec["what"] == "alone":
+        return [attempt_alone(env, cases[0], dirs[0], on_phase)]
+    return attempt_group(env, cases, dirs, base / str(spec["workload_dir"]), on_phase)
+
+
 def result_from_dict(data: dict[str, Any]) -> WorkloadResult:
     """A WorkloadResult.to_dict() back, as a cluster worker sent it."""
     result = WorkloadResult(str(data["kind"]), dict(data.get("check") or {}), Path(str(data["run_dir"])),

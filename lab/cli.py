@@ -16,11 +16,11 @@ from lab.cli_cache import cache
 from lab.cli_compare import compare
 from lab.cli_serve import serve
 from lab.cli_watch import schedule, watch
-from lab.cli_hosts import host, image_push
+from lab.cli_hosts import attempt_cmd, host, image_push
 from lab.cli_bugreport import bisect_cmd, bisect_step_cmd, check, minimize_cmd, run_script
 from lab.cli_cluster import cluster, worker
 from lab.cli_common import (EXIT_LAB_ERROR, verdict_exit, accel_option, backend_options, boot_mode, cold_boot_option,
-                            image_and_accel, image_option, json_option, lab_errors)
+                            host_option, image_and_accel, image_option, json_option, lab_errors, lab_version)
 from lab.crash.point import CrashPoint
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
@@ -44,6 +44,7 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(lab_version(), prog_name="pmemlab")
 @click.option("-v", "--verbose", count=True, help="Log to stderr: -v what the lab does, -vv every step "
               "(QEMU command lines, shutdowns). Every run directory keeps a full lab.log regardless.")
 def cli(verbose: int) -> None:
@@ -226,6 +227,7 @@ def run_group() -> None:
               help="ADR: crash states judged beyond adr:drop-all (subsets of the unpersisted lines, seeded).")
 @cold_boot_option
 @backend_options
+@host_option
 @accel_option
 @image_option
 @json_option
@@ -233,8 +235,8 @@ def run_group() -> None:
 def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, seed: int,
                 cut_at_seconds: float | None, no_map_sync: bool, prealloc: bool, record_size: int,
                 records_per_page: int, dax: str, keep_capture: bool, persistence: str, flush: str, no_fence: bool,
-                adr_states: int, cold_boot: bool, backend: str, libvirt_uri: str | None, accel: str, image_name: str,
-                as_json: bool) -> None:
+                adr_states: int, cold_boot: bool, backend: str, libvirt_uri: str | None, host_name: str | None,
+                accel: str, image_name: str, as_json: bool) -> None:
     """Cut the power during a MAP_SYNC workload and judge the recovered media."""
     from lab.report.mapsync import render_result
     from lab.runner.guest_run import RunHooks
@@ -250,6 +252,8 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
                                       keep_capture=keep_capture, shape=MachineShape(persistence=model),
                                       adr_states=adr_states if model is Persistence.ADR else 0)
     machines = BackendChoice.parse(backend, libvirt_uri)
+    if host_name is not None:
+        _run_mapsync_on_host(ui, host_name, check, image_name, accel, cold_boot, backend, libvirt_uri, as_json)
     if machines.kind is Backend.LIBVIRT and model is Persistence.ADR:
         raise ConfigError("--persistence adr needs the qemu backend (a private QEMU 10 with its store-tracing plugin)")
     img, verdict = image_and_accel(image_name, accel)
@@ -269,6 +273,34 @@ def run_mapsync(fs: str, records: int, cut_after: int | None, cut_random: bool, 
         ui.abort(result.error or "disk full", EXIT_LAB_ERROR)
     if not as_json:
         render_result(ui, result)
+    raise SystemExit(verdict_exit(result.verdict))
+
+
+def _run_mapsync_on_host(ui: UI, host_name: str, check: object, image_name: str, accel: str, cold_boot: bool,
+                         backend: str, libvirt_uri: str | None, as_json: bool) -> None:
+    """The check on an inventory host over SSH (its own pmemlab and backend); only results come back."""
+    from lab.hosts import inventory
+    from lab.hostrun.single import check_case, run_on_host
+    from lab.report.mapsync import render_result
+    from lab.workloads import mapsync_kind
+
+    if backend != "qemu" or libvirt_uri is not None:
+        raise ConfigError("--host runs the host's own backend (its inventory entry): leave out --backend and "
+                          "--libvirt-uri")
+    lab_host = inventory.get(host_name)
+    machines = lab_host.machines()
+    img = image_cache.resolve(cache_dir(), image_name)
+    boot = boot_mode(cold_boot or machines.kind is Backend.LIBVIRT)
+    run_dir = new_run_dir("mapsync")
+    ui.info(f"mapsync power-cut check on host {lab_host.name} ({lab_host.target}, {machines.kind.value} backend "
+            f"there): image {img.id}, accelerator {accel} there, {boot.value} machines")
+    case = check_case(mapsync_kind.NAME, check, img)
+    result = run_on_host(lab_host, case, img, accel, boot, machines, run_dir, ui.info)
+    if as_json:
+        ui.emit_json({**result.to_dict(), "host": lab_host.name, "power_cut_model": POWER_CUT_MODEL})
+    else:
+        render_result(ui, result)
+        ui.info(f"ran on host {lab_host.name}; run directory (results, logs, fsck output): {run_dir}")
     raise SystemExit(verdict_exit(result.verdict))
 
 
@@ -487,6 +519,7 @@ def bench_campaign(scenario_path: Path, jobs_text: str, cluster: str | None, col
 
 cli.add_command(campaign)
 cli.add_command(host)
+cli.add_command(attempt_cmd)
 image.add_command(image_push)
 cli.add_command(results)
 cli.add_command(repro)

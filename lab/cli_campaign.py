@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from lab.cli_common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LAB_ERROR, EXIT_OK, accel_option, boot_mode,
-                            cold_boot_option, db_option, image_and_accel, jobs_option, json_option, lab_errors,
-                            open_store)
+                            cold_boot_option, db_option, host_option, image_and_accel, jobs_option, json_option,
+                            lab_errors, open_store)
 from lab.errors import ConfigError
 from lab.ui import UI
 
@@ -63,13 +63,38 @@ def _cluster_executor(ui: UI, ctx: CampaignContext, address: str, accel: str) ->
     return executor, slots, f"on the cluster {address} ({len(executor.worker_names())} workers)"
 
 
+def _host_executor(ui: UI, ctx: CampaignContext, host_name: str, accel: str) -> tuple[Executor, int, str]:
+    """The lab-host executor (its image pushed first), its slots and how to name it."""
+    from lab.hosts import inventory
+    from lab.hostrun.executor import HostExecutor
+
+    lab_host = inventory.get(host_name)
+    executor = HostExecutor(ctx, lab_host, accel)
+    try:
+        slots = executor.prepare()
+    except BaseException:
+        executor.shutdown()
+        raise
+    return executor, slots, f"on host {lab_host.name} ({lab_host.target}, its accelerator {accel})"
+
+
 def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Case], image_name: str, accel: str,
                   jobs: int | None, attempts: dict[str, int], scenario: Scenario, cold_boot: bool,
-                  cluster: str | None = None) -> None:
+                  cluster: str | None = None, host_name: str | None = None) -> None:
     from lab.campaign import CampaignContext, default_jobs, run_cases
-    from lab.paths import runs_dir
+    from lab.paths import cache_dir, runs_dir
 
-    image, verdict = image_and_accel(image_name, accel)
+    if cluster and host_name:
+        raise ConfigError("give --cluster or --host, not both")
+    if host_name:  # the host judges its own accelerator: here only the image is needed
+        from lab.image import cache as image_cache
+        from lab.vm.accel import AccelVerdict
+        from lab.vm.spec import Accel
+
+        image = image_cache.resolve(cache_dir(), image_name)
+        verdict = AccelVerdict(Accel.TCG, f"chosen on host {host_name} ({accel})")
+    else:
+        image, verdict = image_and_accel(image_name, accel)
     machines = scenario.machines
     boot = boot_mode(cold_boot or scenario.cold_boot or machines.kind.value == "libvirt")  # libvirt: cold only
     ctx = CampaignContext(campaign_id, image, verdict, store, runs_dir(), boot=boot, backend=machines,
@@ -80,6 +105,8 @@ def _run_campaign(ui: UI, store: ResultsStore, campaign_id: str, cases: list[Cas
         raise ConfigError(f"{scenario.path}: [machine] backend = \"libvirt\" runs on this host, not on a cluster")
     if cluster:
         executor, jobs, where = _cluster_executor(ui, ctx, cluster, accel)
+    if host_name:
+        executor, jobs, where = _host_executor(ui, ctx, host_name, accel)
     jobs = jobs or (default_jobs(cases[0].check.shape) if cases else 1)
     progress = _progress(ui, len(cases), jobs)
     live: AbstractContextManager[object] = progress if isinstance(progress, AbstractContextManager) else nullcontext()
@@ -186,10 +213,11 @@ def campaign() -> None:
 @cold_boot_option
 @any_image_option
 @cluster_option
+@host_option
 @lab_errors
 def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: str, as_json: bool,
                  junit: Path | None, html: Path | None, cold_boot: bool, any_image: bool,
-                 cluster: str | None) -> None:
+                 cluster: str | None, host_name: str | None) -> None:
     """Expand SCENARIO into cases and run them all."""
     from lab.campaign import new_campaign_id
     from lab.cases import expand
@@ -210,7 +238,7 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
                           scenario_text=scenario.text, scenario_hash=scenario.content_hash, image_id=image.id,
                           kernel_version=image.kernel_version, accelerator=accel, jobs=jobs or 0,
                           cases=[c.to_dict() for c in cases])
-    _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot, cluster)
+    _run_campaign(ui, store, campaign_id, cases, image.id, accel, jobs, {}, scenario, cold_boot, cluster, host_name)
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))
 
 
@@ -235,9 +263,11 @@ def _require_adr_qemu(cases: Sequence[Case]) -> None:
 @html_option
 @cold_boot_option
 @cluster_option
+@host_option
 @lab_errors
 def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: str, as_json: bool,
-                    junit: Path | None, html: Path | None, cold_boot: bool, cluster: str | None) -> None:
+                    junit: Path | None, html: Path | None, cold_boot: bool, cluster: str | None,
+                    host_name: str | None) -> None:
     """Run what a campaign has not finished (interrupted, crashed or pending cases)."""
     from lab.cases import Case
     from lab.scenario import parse_scenario
@@ -251,7 +281,7 @@ def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: s
     if pending:  # the scenario as it was stored: its [machine]/[crash] options still apply
         scenario = parse_scenario((stored.scenario_text or "").encode(), Path(stored.scenario_path))
         _run_campaign(ui, store, campaign_id, pending, stored.image_id, accel, jobs, attempts, scenario, cold_boot,
-                      cluster)
+                      cluster, host_name)
     else:
         store.set_campaign_status(campaign_id, "finished")
     raise SystemExit(_report(ui, store, campaign_id, as_json, junit, html))

@@ -99,5 +99,19 @@ def backend_options(fn: Any) -> Any:
                         help="qemu: the lab's own QEMU process; libvirt: transient libvirt domains (cold boots).")(fn)
 
 
+host_option = click.option("--host", "host_name", default=None, metavar="NAME",
+                           help="Run on this inventory host over SSH ('pmemlab host add'): the image is pushed by "
+                                "id, the host's own pmemlab runs it, results, logs and fsck output come back.")
+
+
+def lab_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pmemlab")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
+
+
 jobs_option = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None,
                            help="Machines at once (default: from CPUs and free memory).")

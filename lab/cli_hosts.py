@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
@@ -111,3 +112,15 @@ def image_push(host_name: str, image_name: str, as_json: bool) -> None:
         what = "sent" if result.sent else "already there (verified), nothing sent"
         ui.info(f"image {result.image_id} on {result.host}: {what}; {result.files} files, "
                 f"{result.bytes / (1 << 20):.1f} MiB at {result.remote_dir}, {result.seconds:.2f} s")
+
+
+@click.command("attempt", hidden=True)
+@click.option("--spec", "spec_path", type=click.Path(path_type=Path), required=True, help="The task spec (JSON).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="Where the outcome goes.")
+@click.option("--link", is_flag=True, help="Watch the controller's heartbeats on stdin; hang up when they stop.")
+@lab_errors
+def attempt_cmd(spec_path: Path, out_path: Path, link: bool) -> None:
+    """One campaign task on this host, as a controller started it over SSH (lab.hostrun.remote_side)."""
+    from lab.hostrun.remote_side import serve
+
+    serve(spec_path, out_path, link)

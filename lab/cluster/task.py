@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 from lab import attempt
-from lab.cases import Case
 from lab.image import cache as image_cache
 from lab.paths import cache_dir, runs_dir
 from lab.runner.machines import BootMode
@@ -87,9 +86,6 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     key = str(spec["key"])
     image, accel = _image_and_accel(str(spec["image_id"]), str(spec["accel"]))
     env = attempt.AttemptEnv(image, accel, BootMode(spec["boot"]), lambda machine: MACHINES.add(machine, key))
-    cases = [Case.from_dict(d) for d in spec["cases"]]
-    base = runs_dir()
-    dirs = [base / name for name in spec["run_dirs"]]
 
     def phase(name: str) -> None:
         try:
@@ -97,10 +93,7 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         except Exception:
             pass  # progress is a courtesy; the result is what counts
 
-    if spec["what"] == "alone":
-        results = [attempt.attempt_alone(env, cases[0], dirs[0], phase)]
-    else:
-        results = attempt.attempt_group(env, cases, dirs, base / str(spec["workload_dir"]), phase)
+    results = attempt.run_spec(env, spec, runs_dir(), phase)
     return {"host": host, "results": [r.to_dict() for r in results]}
 
 

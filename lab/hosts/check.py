@@ -26,6 +26,12 @@ def check_host(conn: HostConnection) -> list[HostFact]:
         devices = conn.run([QEMU, "-device", "help"], timeout=30, check=False)
         nvdimm = '"nvdimm"' in devices.stdout
         facts.append(HostFact("nvdimm", nvdimm, "QEMU offers -device nvdimm" if nvdimm else "QEMU lacks nvdimm"))
+    from lab.hosts.remote_attempt import pmemlab_argv
+
+    lab = conn.run(pmemlab_argv(host, "--version"), timeout=60, check=False)
+    facts.append(HostFact("pmemlab", lab.ok, f"{host.pmemlab}: {lab.stdout.strip()}" if lab.ok
+                          else f"{host.pmemlab} not runnable there (--host needs it; set the inventory's pmemlab "
+                               f"field): {(lab.stderr.strip() or lab.stdout.strip())[-200:]}"))
     kvm = conn.run(["test", "-c", "/dev/kvm"], timeout=10, check=False).ok
     pvm = conn.run(["test", "-e", "/sys/module/kvm_pvm"], timeout=10, check=False).ok
     accel = ("tcg: /dev/kvm is the kvm_pvm module (normal guests hang under it)" if kvm and pvm

@@ -16,6 +16,7 @@ from lab.errors import LabError
 from lab.hosts.inventory import Host
 
 CONNECT_TIMEOUT_S = 15.0
+KEEPALIVE_S = 5  # an idle link still carries packets (NAT and firewalls keep it; a dead one errors sooner)
 
 
 class HostError(LabError):
@@ -68,6 +69,7 @@ class HostConnection:
             raise HostError(f"host {self.host.name!r} ({self.host.target}): SSH refused: {exc}") from None
         except OSError as exc:
             raise HostError(f"host {self.host.name!r} ({self.host.target}): cannot connect: {exc}") from None
+        conn.client.get_transport().set_keepalive(KEEPALIVE_S)
         self._conn = conn
         return self
 
@@ -92,7 +94,22 @@ class HostConnection:
         """Run `argv` there with `source` streamed to its stdin (closed at EOF)."""
         return self._exec(argv, source, timeout)
 
-    def _exec(self, argv: Sequence[str], source: IO[bytes] | None, timeout: float) -> Remote:
+    def get_stream(self, argv: Sequence[str], sink: IO[bytes], timeout: float) -> Remote:
+        """Run `argv` there with its stdout streamed into `sink` (the Remote's stdout is empty)."""
+        return self._exec(argv, None, timeout, sink)
+
+    def open_pty(self, argv: Sequence[str]) -> Any:
+        """Start `argv` there under a pty (sshd hangs it up when the session ends) and return the channel."""
+        channel = self._channel(CONNECT_TIMEOUT_S)
+        try:
+            channel.get_pty(term="dumb", width=200, height=50)
+            channel.exec_command(shlex.join(argv))
+        except Exception as exc:
+            channel.close()
+            raise HostError(f"host {self.host.name!r}: cannot start {argv[0]}: {type(exc).__name__}: {exc}") from None
+        return channel
+
+    def _channel(self, timeout: float) -> Any:
         # Our own channel on fabric's transport: fabric's run opens its channel with paramiko's default
         # 3600 s timeout, so a lost link would hang there instead of failing at the deadline.
         if self._conn is None:
@@ -107,6 +124,11 @@ class HostConnection:
         except Exception as exc:
             raise HostError(f"host {self.host.name!r} ({self.host.target}): the link is lost: "
                             f"{type(exc).__name__}: {exc}") from None
+        return channel
+
+    def _exec(self, argv: Sequence[str], source: IO[bytes] | None, timeout: float,
+              sink: IO[bytes] | None = None) -> Remote:
+        channel = self._channel(timeout)
         channel.settimeout(timeout)
         try:
             channel.exec_command(shlex.join(argv))
@@ -114,6 +136,9 @@ class HostConnection:
                 while chunk := source.read(1 << 20):
                     channel.sendall(chunk)
             channel.shutdown_write()
+            if sink is not None:
+                while chunk := channel.recv(1 << 16):
+                    sink.write(chunk)
             out = b"".join(iter(lambda: channel.recv(1 << 16), b""))
             err = b"".join(iter(lambda: channel.recv_stderr(1 << 16), b""))
             code = channel.recv_exit_status()

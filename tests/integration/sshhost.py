@@ -38,7 +38,9 @@ def _run(*argv: str) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, timeout=30)
 
 
-def start() -> SshHost:
+def start(client_alive_s: int | None = None) -> SshHost:
+    """client_alive_s: sshd probes a silent client that often and drops it after 3 unanswered probes
+    (hanging up its pty sessions); None: sshd's default, no probes."""
     token = secrets.token_hex(3)
     netns, outer, inner = f"pmemlab-t-{token}", f"pmh{token}", f"pmn{token}"
     subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250) + 1}"
@@ -54,7 +56,8 @@ def start() -> SshHost:
         f"ListenAddress {address}\nPort 22\nHostKey {conf / 'host_key'}\n"
         f"AuthorizedKeysFile {conf / 'authorized_keys'}\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
-        f"PidFile {conf / 'sshd.pid'}\nSubsystem sftp internal-sftp\n")
+        f"PidFile {conf / 'sshd.pid'}\nSubsystem sftp internal-sftp\n"
+        + (f"ClientAliveInterval {client_alive_s}\nClientAliveCountMax 3\n" if client_alive_s else ""))
     workdir = conf / "host-work"
     workdir.mkdir()
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
@@ -89,6 +92,11 @@ def start() -> SshHost:
 def cut_link(host: SshHost) -> None:
     """Take the host's side of the veth pair down: the link is lost, sshd still runs."""
     _run("ip", "netns", "exec", host.netns, "ip", "link", "set", f"pmn{host.netns.rsplit('-', 1)[1]}", "down")
+
+
+def restore_link(host: SshHost) -> None:
+    """Undo cut_link."""
+    _run("ip", "netns", "exec", host.netns, "ip", "link", "set", f"pmn{host.netns.rsplit('-', 1)[1]}", "up")
 
 
 def _remove_netns(netns: str) -> None:

@@ -15,7 +15,7 @@ GOOD = {"target": "lab@10.0.0.5:2222", "key": "~/.ssh/id_ed25519"}
 def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "hosts.toml"
     host = inventory.validate("lab1", {**GOOD, "backend": "libvirt", "libvirt_uri": "qemu+libssh://lab@h/system",
-                                       "slots": 3}, "test")
+                                       "slots": 3, "pmemlab": "/opt/pmemlab/bin/pmemlab"}, "test")
     inventory.save({"lab1": host}, path)
     assert inventory.load(path) == {"lab1": host}
     assert (host.user, host.address, host.port) == ("lab", "10.0.0.5", 2222)
@@ -36,6 +36,9 @@ def test_missing_file_is_empty(tmp_path: Path) -> None:
     ({**GOOD, "backend": "xen"}, r"expected one of qemu, libvirt"),
     ({**GOOD, "libvirt_uri": "qemu:///system"}, r"needs the libvirt backend"),
     ({**GOOD, "password": "hunter2"}, r"unknown field 'password'"),
+    ({**GOOD, "pmemlab": "pmemlab --debug"}, r"pmemlab: expected one executable there"),
+    ({**GOOD, "pmemlab": "bin/pmemlab"}, r"pmemlab: expected one executable there"),
+    ({**GOOD, "pmemlab": "/opt/pm lab/pmemlab"}, r"pmemlab: expected one executable there"),
 ])
 def test_bad_host_names_file_and_field(tmp_path: Path, data: dict[str, object], message: str) -> None:
     path = tmp_path / "hosts.toml"
@@ -67,3 +70,13 @@ def test_get_names_known_hosts(tmp_path: Path) -> None:
 def test_bad_name() -> None:
     with pytest.raises(ConfigError, match="a host name is letters"):
         inventory.validate("../x", GOOD, "t")
+
+
+def test_pmemlab_there_defaults_and_runs_as_one_argument() -> None:
+    from lab.hosts.remote_attempt import pmemlab_argv
+
+    assert inventory.validate("a", GOOD, "t").pmemlab == "pmemlab"
+    host = inventory.validate("a", {**GOOD, "pmemlab": "/opt/pmemlab/bin/pmemlab", "workdir": "/var/tmp/lab"}, "t")
+    assert pmemlab_argv(host, "attempt", "--spec", "x; rm -rf /") == [
+        "env", "PMEMLAB_CACHE=/var/tmp/lab", "PMEMLAB_DATA=/var/tmp/lab/data", "/opt/pmemlab/bin/pmemlab", "attempt",
+        "--spec", "x; rm -rf /"]

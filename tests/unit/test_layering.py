@@ -57,6 +57,9 @@ def offenders(files: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[s
     # Machines (either backend) and lab hosts sit below every run, kind and command.
     ("vm/*.py", ("lab.runner", "lab.crash", "lab.workloads", "lab.campaign", "lab.cli", "lab.hosts")),
     ("hosts/*.py", ("lab.runner", "lab.crash", "lab.workloads", "lab.campaign", "lab.cli", "lab.cli_common")),
+    # What runs on a lab host is an attempt like a Dask task's: no store, no campaign, no command line.
+    ("hostrun/remote_side.py", ("lab.store", "lab.campaign", "lab.cli")),
+    ("hostrun/*.py", ("lab.cli",)),
 ])
 def test_no_import_points_up(files: str, forbidden: tuple[str, ...]) -> None:
     found = modules(files)

@@ -1,0 +1,16 @@
+"""The link between a controller and a `pmemlab attempt` on a lab host: heartbeats both ways.
+
+The attempt runs under a pty, so when sshd notices the link is gone it hangs the pty up and the
+attempt gets SIGHUP (treated like Ctrl-C: every machine destroyed; QEMU also has a parent-death
+signal). sshd notices only with ClientAliveInterval set, which a lab host may not have, so each
+side also watches the other: the controller writes a newline every HEARTBEAT_S and the attempt
+hangs itself up when none came for LINK_TIMEOUT_S; the attempt prints a heartbeat line every
+HEARTBEAT_S and the controller declares the host lost when nothing came for LINK_TIMEOUT_S.
+"""
+
+from __future__ import annotations
+
+HEARTBEAT_S = 2.0
+LINK_TIMEOUT_S = 15.0  # several missed heartbeats: a TCG guest starving the host CPU is slow, not gone
+BEAT = "pmemlab-heartbeat"  # a line the attempt prints; the controller drops it from the log
+PHASE = "pmemlab-phase "  # a line the attempt prints as a case enters a phase: "pmemlab-phase SLOT PHASE"
