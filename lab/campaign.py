@@ -192,6 +192,15 @@ class Task:
     def workload_name(self, campaign_id: str) -> str:
         return f"{campaign_id}/w-{self.cases[0].id}-a{self.attempts[0]}"
 
+    def spec(self, ctx: CampaignContext, accel: str, key: str) -> dict[str, Any]:
+        """What another process (a lab host, a Dask worker) needs to run this task with
+        `attempt.run_spec`: plain data, run directories relative to that host's runs base."""
+        backend = ctx.backend
+        return {"key": key, "what": self.what, "cases": [c.to_dict() for c in self.cases],
+                "run_dirs": self.run_names(ctx.campaign_id), "workload_dir": self.workload_name(ctx.campaign_id),
+                "image_id": ctx.image.id, "accel": accel, "boot": ctx.boot.value, "backend": backend.kind.value,
+                **({"libvirt_uri": backend.libvirt_uri} if backend.kind.value == "libvirt" else {})}
+
 
 @dataclass
 class TaskDone:

@@ -108,10 +108,7 @@ class ClusterExecutor:
     def submit(self, task: Task, progress: Progress) -> Any:
         assert task.what in ("alone", "group"), "a cluster runs a shared run's recoveries inside its task"
         key = f"pmemlab-{task.cases[0].id}-a{task.attempts[0]}-{secrets.token_hex(3)}"
-        spec = {"key": key, "what": task.what, "cases": [c.to_dict() for c in task.cases],
-                "run_dirs": task.run_names(self.ctx.campaign_id),
-                "workload_dir": task.workload_name(self.ctx.campaign_id), "image_id": self.ctx.image.id,
-                "accel": self.accel, "boot": self.ctx.boot.value}
+        spec = task.spec(self.ctx, self.accel, key)
         # A retry after a lost host runs elsewhere: pinned to the other workers (a restarted worker of
         # the same name, too, is the host that just failed), while any is left.
         elsewhere = [a for a, w in workers(self.client).items() if str(w.get("name")) != task.avoid] \

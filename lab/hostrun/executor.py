@@ -26,15 +26,6 @@ from lab.runner.guest_run import WorkloadResult
 log = logging.getLogger(__name__)
 
 
-def task_spec(ctx: CampaignContext, task: Task, accel: str, key: str) -> dict[str, Any]:
-    """What a lab host (or a Dask worker) needs to run `task`: plain data, run directories relative."""
-    backend = ctx.backend
-    return {"key": key, "what": task.what, "cases": [c.to_dict() for c in task.cases],
-            "run_dirs": task.run_names(ctx.campaign_id), "workload_dir": task.workload_name(ctx.campaign_id),
-            "image_id": ctx.image.id, "accel": accel, "boot": ctx.boot.value, "backend": backend.kind.value,
-            **({"libvirt_uri": backend.libvirt_uri} if backend.kind.value == "libvirt" else {})}
-
-
 class HostExecutor:
     """Runs campaign tasks on one lab host, `host.slots` at a time."""
 
@@ -62,7 +53,7 @@ class HostExecutor:
 
     def _run(self, task: Task, progress: Progress) -> TaskDone:
         key = f"{task.cases[0].id}-a{task.attempts[0]}-{secrets.token_hex(3)}"
-        spec = task_spec(self.ctx, task, self.accel, key)
+        spec = task.spec(self.ctx, self.accel, key)
         keep = any(bool(getattr(c.check, "keep_capture", False)) for c in task.cases)
         name = self.lab_host.name
         try:
