@@ -166,5 +166,5 @@ def test_full_cache_while_building_the_ready_snapshot_is_one_line(image: Image, 
     assert len(lines) == 1 and lines[0].startswith(f"error: disk full: no space left for {cache}/snapshots/"), \
         proc.stderr
     assert f"this run needs about {BUILD_NEEDS_MIB}.0 MiB there" in lines[0]
-    assert sorted(p.name for p in (cache / "snapshots").iterdir() if not p.name.endswith(".lock")) == []
+    assert sorted(p.name for p in (cache / "snapshots").iterdir() if not p.name.endswith((".lock", ".use"))) == []
     assert not [p for p in lab_qemu_processes() if str(cache) in p]
