@@ -29,6 +29,9 @@ INFRA = Verdict.INFRA_ERROR.value
 _INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
+_ACCOUNTED_FOR = {"still failing", "known", "flaky"}  # compare's Change values a skip may carry
+
+
 def _clean(value: object) -> str:
     return _INVALID.sub("", "" if value is None else str(value))
 
@@ -97,7 +100,10 @@ def write_junit(path: str | Path, campaign: CampaignRecord, comparison: Comparis
         cell = changes.get(case.cell_key)
         if cell is not None:
             _sub(_sub(testcase, "properties"), "property", name="change", value=cell.change.value)
-        if cell is not None and case.finished and not case.met_expectation and not cell.change.bad:
+        # Only failures the comparison already accounts for are skipped; an INFRA-ERROR never is (the lab
+        # failed: CI must see an error), nor a failure in a cell that merely appeared.
+        if (cell is not None and case.finished and not case.met_expectation and verdict != INFRA
+                and cell.change.value in _ACCOUNTED_FOR):
             counts["skipped"] += 1
             why = f"{cell.change.value}" + (f" (known issue: {cell.known.reason})" if cell.known else "")
             _sub(testcase, "skipped", text, message=f"{why}, not a regression: expected {expect}, got {verdict}")

@@ -249,3 +249,19 @@ def test_compare_writes_junit_and_html_with_the_changes(tmp_path: Path) -> None:
     assert suite is not None and suite.get("failures") == "1"
     html = (tmp_path / "r.html").read_text()
     assert "Changes since baseline" in html and '<span class="change bad">regression</span>' in html
+
+
+def test_an_infra_error_with_a_comparison_is_a_junit_error_never_a_skip(tmp_path: Path) -> None:
+    """The lab failed in the candidate (INFRA-ERROR where PASS was expected): CI reading the JUnit file
+    must see an error whatever the comparison calls the cell."""
+    from lab.compare import compare
+    from lab.report.junit import write_junit
+    from tests.seed import add_campaign
+
+    with ResultsStore.open(f"sqlite:///{tmp_path}/results.db") as store:
+        add_campaign(store, "b", "6.1.0-13-amd64", {"fs=ext4": ("PASS", ["PASS"])}, tmp_path / "runs")
+        add_campaign(store, "c", "6.1.0-14-amd64", {"fs=ext4": ("PASS", ["INFRA-ERROR"])}, tmp_path / "runs")
+        comparison = compare(store.get_campaign("b"), store.get_campaign("c"))
+        suite = ET.parse(write_junit(tmp_path / "j.xml", store.get_campaign("c"), comparison)).getroot()[0]
+    assert (suite.get("errors"), suite.get("skipped")) == ("1", "0")
+    assert suite.find("testcase/error") is not None and suite.find("testcase/skipped") is None
