@@ -53,6 +53,8 @@ class _Children:
         self.stopping = False
 
     def stop(self) -> None:
+        if self.stopping:  # a second Ctrl-C or a SIGTERM after it: the child already unwinds
+            return
         self.stopping = True
         child = self.current
         if child is not None and child.poll() is None:

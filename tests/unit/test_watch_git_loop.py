@@ -212,7 +212,9 @@ def test_a_stop_passes_sigint_on_to_the_running_child_once(tmp_path: Path) -> No
     marker = tmp_path / "got"
     child = ("import signal, sys, time\n"
              "def on(*_):\n"
-             f"    open({str(marker)!r}, 'a').write('SIGINT\\n'); sys.exit(130)\n"
+             f"    open({str(marker)!r}, 'a').write('SIGINT\\n')\n"
+             "    if not getattr(on, 'unwinding', False):\n"
+             "        on.unwinding = True; time.sleep(1.0); sys.exit(130)\n"
              "signal.signal(signal.SIGINT, on)\n"
              f"open({str(tmp_path / 'ready')!r}, 'w').close()\n"
              "time.sleep(60)\n")
@@ -233,6 +235,7 @@ def test_a_stop_passes_sigint_on_to_the_running_child_once(tmp_path: Path) -> No
         time.sleep(0.02)
     started = time.monotonic()
     children.stop()
+    children.stop()  # a second Ctrl-C (or SIGTERM) while the child unwinds must not reach it
     thread.join(timeout=30)
     assert not thread.is_alive() and time.monotonic() - started < 10
     assert len(errors) == 1 and isinstance(errors[0], WatchInterrupted) and "status 130" in str(errors[0])
