@@ -235,6 +235,7 @@ def test_a_stop_passes_sigint_on_to_the_running_child_once(tmp_path: Path) -> No
         time.sleep(0.02)
     started = time.monotonic()
     children.stop()
+    time.sleep(0.3)  # apart, so two signals cannot coalesce into one handler call
     children.stop()  # a second Ctrl-C (or SIGTERM) while the child unwinds must not reach it
     thread.join(timeout=30)
     assert not thread.is_alive() and time.monotonic() - started < 10
