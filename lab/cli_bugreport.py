@@ -354,6 +354,7 @@ def _bisect_git(case_id: str, tree: Path, good_rev: str, bad_rev: str, build_cmd
     import sys
 
     from lab.git_bisect import bisect_git, git
+    from lab.paths import env_with_db
     from lab.runs import new_run_dir, write_json
 
     ui = UI(as_json)
@@ -365,13 +366,13 @@ def _bisect_git(case_id: str, tree: Path, good_rev: str, bad_rev: str, build_cmd
             "--kernel-file", layout.kernel, "--modules-dir", layout.modules, "--config-file", layout.config,
             "--accel", accel, "--run-dir", str(run_dir)]
     step += ["--recipe", recipe] if recipe else []
-    step += ["--db", db] if db else []
     step += ["--cold-boot"] if cold_boot else []
     ui.info(f"git bisect of case {case.id} ({case.workload}: {case.cell_key}, expects {case.expect.value}) in "
             f"{tree}: {good_rev} good, {bad_rev} bad, {times} run(s) per commit; steps in {run_dir}", literal=True)
     result = bisect_git(tree, good_rev, bad_rev, step, steps_file,
                         progress=lambda line: ui.info(line, literal=True) if not as_json else ui.err.print(line,
-                                                                                                       markup=False))
+                                                                                                       markup=False),
+                        env=env_with_db(db))  # the step reads the URL from PMEMLAB_DB: never in argv
     write_json(run_dir / "bisect.json", result.to_dict())
     if as_json:
         ui.emit_json({**result.to_dict(), "run_dir": str(run_dir)})

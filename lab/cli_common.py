@@ -85,7 +85,8 @@ accel_option = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"])
 image_option = click.option("--image", "image_name", default=image_cache.DEFAULT_REF, show_default=True,
                             help="Image ref name or id (see 'pmemlab image list').")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-db_option = click.option("--db", default=None, help="Results database URL (default: SQLite in the data directory).")
+db_option = click.option("--db", default=None, envvar="PMEMLAB_DB", show_envvar=True,
+                         help="Results database URL (default: SQLite in the data directory).")
 cold_boot_option = click.option("--cold-boot", is_flag=True,
                                 help="Boot every machine from cold instead of restoring a ready snapshot.")
 

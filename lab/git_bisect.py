@@ -131,7 +131,8 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
 
 
 def bisect_git(tree: Path, good_rev: str, bad_rev: str, step: Sequence[str], steps_file: Path,
-               progress: Callable[[str], None] = lambda _: None) -> GitBisection:
+               progress: Callable[[str], None] = lambda _: None,
+               env: dict[str, str] | None = None) -> GitBisection:
     """Run `git bisect run` over good..bad in `tree` with `step` as the test; always reset. The
     wrapper script goes beside `steps_file` (outside the tree)."""
     top, good, bad = prepare(tree, good_rev, bad_rev)
@@ -146,7 +147,7 @@ def bisect_git(tree: Path, good_rev: str, bad_rev: str, step: Sequence[str], ste
         # Its own session: Ctrl-C reaches only this process, which then stops git and the step in order.
         proc = subprocess.Popen(["git", "bisect", "run", "sh", str(wrapper), *step],
                                 cwd=top, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)

@@ -56,3 +56,14 @@ def data_dir() -> Path:
 
 def runs_dir() -> Path:
     return data_dir() / "runs"
+
+
+DB_ENV = "PMEMLAB_DB"  # the results database URL for child processes: never on a command line (ps shows it)
+
+
+def env_with_db(url: str | None) -> dict[str, str]:
+    """This process's environment with the results database URL for a child pmemlab."""
+    env = dict(os.environ)
+    if url:
+        env[DB_ENV] = url
+    return env

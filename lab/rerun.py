@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.paths import env_with_db
 from lab.compare import Comparison, compare
 from lab.errors import LabError
 from lab.known_issues import KnownIssues
@@ -65,20 +66,20 @@ def confirm_failures(store: ResultsStore, comparison: Comparison, known: KnownIs
     return RerunOutcome(again, runs, failed)
 
 
-def _run_child(argv: list[str]) -> tuple[int, str]:
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)  # progress and errors: our stderr
+def _run_child(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env)  # progress and errors: our stderr
     return proc.returncode, proc.stdout
 
 
 def repro_runner(store_url: str, campaign_id: str,
-                 run_child: Callable[[list[str]], tuple[int, str]] = _run_child) -> RerunCase:
+                 run_child: Callable[[list[str], dict[str, str]], tuple[int, str]] = _run_child) -> RerunCase:
     """The real re-run: a `pmemlab repro CASE --campaign ID --record` child process (the same exact
     repro a user runs; it stores its attempt). run_child: (argv) -> (status, stdout)."""
 
     def run(case: CaseRecord) -> str:
         argv = [sys.executable, "-m", "lab.cli", "repro", case.id, "--campaign", campaign_id, "--times", "1",
-                "--record", "--db", store_url, "--json"]
-        status, out = run_child(argv)
+                "--record", "--json"]
+        status, out = run_child(argv, env_with_db(store_url))  # the URL may hold a password: not in argv
         try:
             verdicts = json.loads(out)["verdicts"]
         except (ValueError, KeyError, TypeError):

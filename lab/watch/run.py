@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.paths import env_with_db
 from lab.compare import Comparison, compare, render_text
 from lab.errors import ConfigError, KernelConfigError, LabError
 from lab.known_issues import KnownIssues, load_known_issues
@@ -60,12 +61,12 @@ class _Children:
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGINT)
 
-    def run(self, argv: list[str]) -> tuple[int, str]:
+    def run(self, argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
         if self.stopping:
             raise WatchInterrupted("stopped before " + " ".join(argv[3:5]))
         # Its own process group: a terminal's Ctrl-C reaches only us, and stop() passes it on once (a
         # second SIGINT would cut the child's own unwinding short). Progress and errors: our stderr.
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, process_group=0)
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, process_group=0, env=env)
         self.current = child
         try:
             out, _ = child.communicate()
@@ -129,10 +130,10 @@ def _scenario_ref(path: Path) -> tuple[str, str]:
 
 
 def _run_campaign(plan: Plan, store_url: str, scenario: Path) -> int:
-    argv = [sys.executable, "-m", "lab.cli", "campaign", "run", str(scenario), "--db", store_url, "--json"]
+    argv = [sys.executable, "-m", "lab.cli", "campaign", "run", str(scenario), "--json"]
     if plan.jobs:
         argv += ["-j", str(plan.jobs)]
-    status, out = CHILDREN.run(argv)
+    status, out = CHILDREN.run(argv, env_with_db(store_url))  # the URL may hold a password: not in argv
     if status not in (0, 1, 2):
         raise LabError(f"campaign run {scenario} ended with status {status}")
     try:

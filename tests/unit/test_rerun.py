@@ -122,14 +122,17 @@ def test_the_repro_runner_reads_repro_json_and_refuses_garbage() -> None:
     seen: list[list[str]] = []
 
     def child(out: str, status: int) -> object:
-        def run(argv: list[str]) -> tuple[int, str]:
+        def run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
             seen.append(argv)
+            assert env["PMEMLAB_DB"] == url_seen[-1]  # the URL goes by environment, never in argv
             return status, out
         return run
 
-    assert repro_runner("sqlite:///x.db", "cand2", child('{"verdicts": ["PASS"]}', 0))(case) == "PASS"  # type: ignore[arg-type]
-    assert seen[0][3:] == ["repro", "x0", "--campaign", "cand2", "--times", "1", "--record", "--db", "sqlite:///x.db",
-                           "--json"]
+    url_seen = ["postgresql://lab:secret@db/pmemlab"]
+    assert repro_runner(url_seen[0], "cand2", child('{"verdicts": ["PASS"]}', 0))(case) == "PASS"  # type: ignore[arg-type]
+    assert seen[0][3:] == ["repro", "x0", "--campaign", "cand2", "--times", "1", "--record", "--json"]
+    assert not any("secret" in a for a in seen[0])
+    url_seen.append("u")
     with pytest.raises(LabError, match="printed no verdict"):
         repro_runner("u", "c", child("boom", 2))(case)  # type: ignore[arg-type]
     with pytest.raises(LabError, match="ended with status 2"):
