@@ -92,9 +92,11 @@ def cut_states(trace: AdrTrace, machine: Machine, capture: Capture, dest_dir: Pa
     dump = parse_dump(dump_path, expected)
     states = crash_states(dump, read_lines(trace.baseline, dump.base, dump), subsets, seed)
     cut = AdrCut(dump_path, dump, states)
+    # A slot beyond the distinct states judges state (slot mod count) again: its image is needed too.
+    needed = None if wanted is None else frozenset(w % len(states) for w in wanted)
     try:
         for slot, state in enumerate(states):
-            if wanted is not None and slot not in wanted:
+            if needed is not None and slot not in needed:
                 continue
             image = dest_dir / (state.id.replace(":", "-") + ".img")
             capture_file(capture.path, image)

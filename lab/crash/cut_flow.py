@@ -617,18 +617,21 @@ def _judge_adr_slot(run: GuestRun, plan: CutPlan, pre: PreCut, power: PowerCut, 
     states = pre.adr.states
     label = slot_label(slot, getattr(check, "seed", 0))
     metrics = run.result.metrics["crash_state"] = {**pre.adr.metrics(), "slot": slot, "label": label}
-    if slot >= len(states):
-        # Every crash image of this cut belongs to a lower slot (judged by its own case): nothing is
-        # left that could break a promise here.
-        metrics["judged"] = None
-        return [Finding("crash-state", Verdict.PASS, f"{label}: the cut left {len(states)} distinct ADR crash "
-                        f"state(s), judged by the cases of slots 0..{len(states) - 1}; nothing further to judge",
-                        {"crash_state": label, "distinct_states": len(states)})]
-    state = states[slot]
+    repeat = slot >= len(states)
+    # A cut may leave fewer distinct states than the cell has slots: such a slot judges a real image
+    # again (state slot mod count) rather than passing with nothing judged, so its verdict is evidence.
+    state = states[slot % len(states)]
     metrics["judged"] = state.id
+    if repeat:
+        metrics["repeat_of_slot"] = slot % len(states)
     found = recover_and_judge(run, plan, pre, lambda m, mp: power.judge(check, pre, m, mp, run.result.metrics),
                               media=pre.adr.images[state.id])
-    metrics["states"][slot]["verdict"] = verdict_of(found).value
+    if repeat:
+        found.append(Finding("crash-state", Verdict.PASS, f"{label}: the cut left {len(states)} distinct ADR crash "
+                             f"state(s); this slot judged {state.id} again", {"crash_state": label,
+                                                                            "distinct_states": len(states)}))
+    if not repeat:
+        metrics["states"][slot]["verdict"] = verdict_of(found).value
     return [Finding(f.oracle, f.verdict, f"[{state.id}] {f.summary}", {**f.details, "crash_state": state.id})
             for f in found]
 

@@ -243,3 +243,25 @@ verdict = "VIOLATION"
     assert (judged["slot"], judged["judged"]) == (1, "adr:random:" + f"{cases[1]['seed']}:0") or \
         (judged["slot"], judged["judged"][:11]) == (1, "adr:subset:"), judged  # few lines: enumerated subsets
     assert not (run_dir / "recovery-1.console.log").exists()  # one state, one recovery
+
+
+def test_a_slot_beyond_the_cuts_states_judges_a_real_image_again(image: Image, accel: AccelVerdict,
+                                                                 tmp_path: Path) -> None:
+    """Correct flushes leave few distinct states: a case whose slot lies beyond them recovers and judges
+    state (slot mod count) again on its own machine, never a PASS with nothing judged."""
+    from lab.crash.cut_flow import cut_workload
+    from lab.workloads.mapsync_kind import POWER_CUT
+
+    check = MapsyncCheck(Filesystem.EXT4, DaxMode.ALWAYS, MapsyncParams(records=30, flush="auto"),
+                         CrashPoint(after_ack=20), shape=ADR, adr_states=8, seed=5, adr_state=8)
+    jobs = cut_workload("mapsync", POWER_CUT, [check], image, accel, [tmp_path / "case"], RunHooks(),
+                        workload_dir=tmp_path / "w")
+    result = jobs[0](RunHooks())
+    state = result.metrics["crash_state"]
+    distinct = len(state["states"])
+    assert result.verdict is Verdict.PASS, result.to_dict()
+    assert "recovery" in result.metrics  # a recovery machine judged an image
+    assert any(f.oracle == "persistence" for f in result.findings)
+    if distinct <= 8:  # the usual case: 1 state (nothing unpersisted) or a few
+        assert state["repeat_of_slot"] == 8 % distinct and state["judged"] == state["states"][8 % distinct]["id"]
+        assert any(f.oracle == "crash-state" and f"left {distinct} distinct" in f.summary for f in result.findings)
