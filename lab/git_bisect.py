@@ -127,7 +127,13 @@ def _stop_group(proc: subprocess.Popen[str]) -> None:
 def read_steps(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps: list[dict[str, Any]] = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line))
+        except ValueError:
+            continue  # a step killed while writing its record: the rest still count (and reset still runs)
+    return steps
 
 
 def bisect_git(tree: Path, good_rev: str, bad_rev: str, step: Sequence[str], steps_file: Path,

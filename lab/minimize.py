@@ -109,14 +109,17 @@ class Search:
         while low < high:
             mid = (low + high) // 2
             near = _valid_near(mid, low, high, make)
-            if near is None:
-                return  # nothing valid left between low and high
+            if near is None:  # nothing valid near the middle: look above the window searched
+                low = min(high, mid + NEAR_LIMIT + 1)
+                continue
             value, candidate = near
             if self.fails(candidate, f"{name} {value}"):
                 high = value
+            elif value >= mid:
+                low = value + 1
             else:
-                # Below mid only when nothing in (mid, high) is valid: then nothing valid lies above value.
-                low = value + 1 if value >= mid else high
+                # Nothing valid in (mid, mid + NEAR_LIMIT]; a valid value may lie further up.
+                low = min(high, mid + NEAR_LIMIT + 1)
 
 
 NEAR_LIMIT = 256  # how far from the middle to look for a valid value, each way

@@ -116,22 +116,15 @@ def entries(root: Path) -> list[Entry]:
         return found
     for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         stamp = directory / USE_STAMP
-        used = (stamp if stamp.exists() else directory).stat().st_mtime
+        try:
+            used = (stamp if stamp.exists() else directory).stat().st_mtime
+        except OSError:
+            continue  # removed while we looked (another collector, a rebuild)
         found.append(Entry(directory.name, directory, allocated_bytes(directory), used, stale_reason(directory)))
     return found
 
 
 _TMP = re.compile(r"^\.tmp-(?P<key>[0-9a-f]+)-(?P<pid>\d+)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _try_lock(path: Path) -> int | None:
@@ -174,12 +167,21 @@ def collect(root: Path, max_bytes: int = DEFAULT_MAX_BYTES, unused_days: float =
     report = GcReport()
     for tmp in sorted(root.glob(".tmp-*")) if root.is_dir() else []:
         match = _TMP.match(tmp.name)
-        if match and not _pid_alive(int(match["pid"])):
+        # Abandoned when no process holds its key's build lock (a pid test would be wrong across
+        # PID namespaces sharing the cache, and after pid reuse).
+        if match is None:
+            continue
+        fd = _try_lock(root / f"{match['key']}.lock")
+        if fd is None:
+            continue
+        try:
             size = allocated_bytes(tmp)
             if not dry_run:
                 shutil.rmtree(tmp, ignore_errors=True)
             report.removed.append({"key": tmp.name, "why": f"a build abandoned by process {match['pid']}",
                                    "bytes": size})
+        finally:
+            os.close(fd)
     left: list[Entry] = []
     for entry in entries(root):
         idle_days = (now - entry.last_used) / 86400

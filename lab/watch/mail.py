@@ -38,7 +38,10 @@ def build_message(settings: MailSettings, subject: str, body: str) -> EmailMessa
 
 def send(settings: MailSettings, subject: str, body: str) -> str | None:
     """None when sent; else why not (one line)."""
-    msg = build_message(settings, subject, body)
+    try:
+        msg = build_message(settings, subject, body)
+    except (ValueError, TypeError) as exc:  # e.g. an address with a line break: the run is not lost for it
+        return f"the mail to {', '.join(settings.to)!r} could not be built: {exc}"
     if settings.smtp_host:
         where = f"SMTP {settings.smtp_host}:{settings.smtp_port}"
         try:

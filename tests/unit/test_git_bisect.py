@@ -216,3 +216,11 @@ def test_the_real_step_skips_commits_whose_build_fails(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "nosuchcase" in unknown.output
     half = CliRunner().invoke(cli, ["bisect", case.id, "--git", str(repo), "--good-rev", commits[0], "--db", db])
     assert half.exit_code == 2 and "--git needs --good-rev A, --bad-rev B and --build-cmd CMD" in half.output
+
+
+def test_a_half_written_step_record_is_skipped(tmp_path: Path) -> None:
+    from lab.git_bisect import read_steps
+
+    steps = tmp_path / "steps.jsonl"
+    steps.write_text('{"commit": "a", "outcome": "good"}\n{"commit": "b", "outc')  # killed mid-write
+    assert read_steps(steps) == [{"commit": "a", "outcome": "good"}]

@@ -132,3 +132,22 @@ def test_bisect_refuses_ends_that_are_not_good_and_bad() -> None:
         bisect(IMAGES, "h", "a", P, probe)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="'z' is not in --images"):
         bisect(IMAGES, "a", "z", P, probe)  # type: ignore[arg-type]
+
+
+
+def test_a_search_whose_middle_window_is_all_invalid_looks_further_up() -> None:
+    """Valid values only from 1000 up (e.g. records >= the crash point): from [1, 1100) the middle's
+    whole window is invalid; the search must go on above it and reach 1000, not stop at 1100."""
+    from lab.minimize import Search
+
+    tried: list[int] = []
+
+    def make(value: int) -> Case | None:
+        if value < 1000:
+            return None
+        tried.append(value)
+        return control()
+
+    search = Search(control(), V, 1, lambda case: V, lambda _: None)  # every valid candidate still fails
+    search.smallest_int(1, 1100, make, "records")
+    assert tried and min(tried) == 1000

@@ -107,14 +107,20 @@ def test_hold_marks_the_entry_used(tmp_path: Path) -> None:
     assert time.time() - (directory / snapshot_cache.USE_STAMP).stat().st_mtime < 60
 
 
-def test_builds_abandoned_by_a_dead_process_are_removed(tmp_path: Path) -> None:
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (tmp_path / f".tmp-abc-{dead.pid}").mkdir()
-    (tmp_path / f".tmp-abc-{os.getpid()}").mkdir()  # a build in progress (this process lives)
-    report = snapshot_cache.collect(tmp_path)
-    assert [r["key"] for r in report.removed] == [f".tmp-abc-{dead.pid}"]
-    assert (tmp_path / f".tmp-abc-{os.getpid()}").is_dir()
+def test_builds_no_process_holds_are_removed_and_a_build_in_progress_is_kept(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-abc-111").mkdir()  # abandoned: nobody holds abc's build lock
+    (tmp_path / ".tmp-def-222").mkdir()  # in progress: its builder holds def's build lock
+    builder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys\n"
+        f"b = os.open({str(tmp_path / 'def.lock')!r}, os.O_RDWR | os.O_CREAT); fcntl.flock(b, fcntl.LOCK_EX)\n"
+        "print('held', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert builder.stdout is not None and builder.stdout.readline().strip() == "held"
+        report = snapshot_cache.collect(tmp_path)
+    finally:
+        builder.communicate("", timeout=10)
+    assert [r["key"] for r in report.removed] == [".tmp-abc-111"]
+    assert (tmp_path / ".tmp-def-222").is_dir() and not (tmp_path / ".tmp-abc-111").exists()
 
 
 @pytest.mark.parametrize(("text", "expected"), [("8G", 8 * 1024**3), ("500M", 500 * MB), ("1.5GiB", 3 * 1024**3 // 2),

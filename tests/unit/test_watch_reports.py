@@ -265,3 +265,9 @@ def test_an_infra_error_with_a_comparison_is_a_junit_error_never_a_skip(tmp_path
         suite = ET.parse(write_junit(tmp_path / "j.xml", store.get_campaign("c"), comparison)).getroot()[0]
     assert (suite.get("errors"), suite.get("skipped")) == ("1", "0")
     assert suite.find("testcase/error") is not None and suite.find("testcase/skipped") is None
+
+
+def test_an_address_with_a_line_break_is_a_one_line_failure_not_a_traceback() -> None:
+    why = send(MailSettings(to=("lab@example.org\r\nBcc: everyone@example.org",), smtp_host="127.0.0.1",
+                            smtp_port=1), "subject", "body")
+    assert why is not None and "could not be built" in why and "\n" not in why
