@@ -30,7 +30,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 from lab import attempt
 from lab.cases import Case
@@ -195,11 +195,17 @@ class Task:
     def spec(self, ctx: CampaignContext, accel: str, key: str) -> dict[str, Any]:
         """What another process (a lab host, a Dask worker) needs to run this task with
         `attempt.run_spec`: plain data, run directories relative to that host's runs base."""
-        backend = ctx.backend
-        return {"key": key, "what": self.what, "cases": [c.to_dict() for c in self.cases],
-                "run_dirs": self.run_names(ctx.campaign_id), "workload_dir": self.workload_name(ctx.campaign_id),
-                "image_id": ctx.image.id, "accel": accel, "boot": ctx.boot.value, "backend": backend.kind.value,
-                **({"libvirt_uri": backend.libvirt_uri} if backend.kind.value == "libvirt" else {})}
+        return task_spec(key, self.what, self.cases, self.run_names(ctx.campaign_id),
+                         self.workload_name(ctx.campaign_id), ctx.image.id, accel, ctx.boot, ctx.backend)
+
+
+def task_spec(key: str, what: str, cases: Sequence[Case], run_dirs: Sequence[str], workload_dir: str, image_id: str,
+              accel: str, boot: BootMode, backend: BackendChoice) -> dict[str, Any]:
+    """`attempt.run_spec`'s input, built in one place for every executor and `pmemlab run --host`."""
+    return {"key": key, "what": what, "cases": [c.to_dict() for c in cases], "run_dirs": list(run_dirs),
+            "workload_dir": workload_dir, "image_id": image_id, "accel": accel, "boot": boot.value,
+            "backend": backend.kind.value,
+            **({"libvirt_uri": backend.libvirt_uri} if backend.kind.value == "libvirt" else {})}
 
 
 @dataclass

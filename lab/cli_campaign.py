@@ -230,7 +230,7 @@ def campaign_run(scenario_path: Path, jobs: int | None, db: str | None, accel: s
     cases = expand(scenario)
     image = image_cache.resolve(cache_dir(), scenario.image)
     _check_pin(ui, scenario.pin, scenario.image, image, any_image, f"scenario {scenario_path}")
-    if cluster is None:
+    if cluster is None and host_name is None:  # elsewhere, the attempt's own host needs the ADR QEMU
         _require_adr_qemu(cases)
     store = open_store(db)
     campaign_id = new_campaign_id()
@@ -280,6 +280,8 @@ def campaign_resume(campaign_id: str, jobs: int | None, db: str | None, accel: s
     ui.info(f"campaign {campaign_id}: {len(pending)} of {len(stored.cases)} cases left")
     if pending:  # the scenario as it was stored: its [machine]/[crash] options still apply
         scenario = parse_scenario((stored.scenario_text or "").encode(), Path(stored.scenario_path))
+        if cluster is None and host_name is None:
+            _require_adr_qemu(pending)
         _run_campaign(ui, store, campaign_id, pending, stored.image_id, accel, jobs, attempts, scenario, cold_boot,
                       cluster, host_name)
     else:

@@ -1,10 +1,10 @@
 """Remote workers of `pmemlab cluster up --host`: started, looked at and stopped over SSH (lab.hosts.ssh:
 verified host keys, argument lists quoted with shlex.join, a deadline on every command).
 
-On a host, everything lives under its inventory `workdir`, as for `--host` runs (lab.hosts.remote_attempt):
-PMEMLAB_CACHE is the workdir itself (so images/<id> is where `pmemlab image push` puts them and where
-the cluster's prepare step stores a pushed image), PMEMLAB_DATA is workdir/data (runs), and
-workdir/cluster holds the worker's log and pidfile. The worker runs the inventory's `pmemlab` executable. The worker runs detached (setsid, stdin from /dev/null, output to its log) so it outlives
+On a host, everything lives under its inventory `workdir`, laid out as for `--host` runs and from the same
+functions (lab.hosts.remote_attempt: cache_there, data_there, pmemlab_argv), so a pushed image is where
+the worker looks; workdir/cluster holds the worker's log and pidfile. The worker runs the inventory's
+`pmemlab` executable. The worker runs detached (setsid, stdin from /dev/null, output to its log) so it outlives
 the SSH session; it is its own process group, stopped by pid (SIGTERM: it destroys its machines,
 then SIGKILL for the group at the deadline), after checking that pid still runs `pmemlab worker`.
 """
@@ -15,16 +15,18 @@ import re
 from dataclasses import dataclass
 
 from lab.hosts.inventory import DEFAULT_PMEMLAB, DEFAULT_WORKDIR, Host, validate
+from lab.hosts.remote_attempt import data_there, pmemlab_argv
 from lab.hosts.ssh import HostConnection, HostError
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20
 WORKER_MARK = " worker --scheduler "  # as in lab.cluster.local: a recycled pid is never ours
 
-# $1: workdir; the rest: the worker's command line. Refuses to start a second worker there; prints the pid.
+# $1: workdir, $2: data directory; the rest: the worker's command line (its env from pmemlab_argv).
+# Refuses to start a second worker there; prints the pid.
 _START = r"""
-work=$1; shift
-mkdir -p "$work/cluster" "$work/data" || exit 1
+work=$1; data=$2; shift 2
+mkdir -p "$work/cluster" "$data" || exit 1
 pidfile=$work/cluster/worker.pid
 if [ -s "$pidfile" ]; then
   old=$(cat "$pidfile")
@@ -32,7 +34,7 @@ if [ -s "$pidfile" ]; then
     echo "a pmemlab worker already runs there (pid $old, $pidfile): 'pmemlab cluster down' first" >&2; exit 3
   fi
 fi
-PMEMLAB_DATA=$work/data PMEMLAB_CACHE=$work NO_COLOR=1 setsid "$@" </dev/null >>"$work/cluster/worker.log" 2>&1 &
+NO_COLOR=1 setsid "$@" </dev/null >>"$work/cluster/worker.log" 2>&1 &
 echo $! > "$pidfile"
 echo $!
 """
@@ -83,9 +85,9 @@ def adhoc_host(target: str, key: str, known_hosts: str, workdir: str | None, pme
 def start_worker(conn: HostConnection, scheduler: str, slots: int | None) -> int:
     """Start `pmemlab worker` on the host, detached; its pid there."""
     host = conn.host
-    argv = [host.pmemlab, "worker", "--scheduler", scheduler, "--name", host.name,
-            *(["--vm", str(slots)] if slots else [])]
-    out = conn.run(_sh(_START, host.workdir, *argv), timeout=START_TIMEOUT_S, check=False)
+    argv = pmemlab_argv(host, "worker", "--scheduler", scheduler, "--name", host.name,
+                        *(["--vm", str(slots)] if slots else []))
+    out = conn.run(_sh(_START, host.workdir, data_there(host), *argv), timeout=START_TIMEOUT_S, check=False)
     if not out.ok:
         why = out.stderr.strip().splitlines()[-1:] or [f"status {out.exit_code}"]
         raise HostError(f"host {host.name!r}: cannot start a worker: {why[0]}")

@@ -60,6 +60,9 @@ class HostExecutor:
             with HostConnection(self.lab_host) as conn:
                 outcome = run_attempt(conn, spec, self.ctx.runs_base, keep,
                                       lambda phase: progress.case_phase(task.slot, f"{name}: {phase}"), self._cancel)
+            results = [attempt.result_from_dict(d) for d in outcome["results"]]
+            if len(results) != len(task.cases):  # the campaign pairs them with its cases by position
+                raise ValueError(f"{len(results)} results for {len(task.cases)} cases")
         except HostLost as exc:
             log.warning("%s (task of case %s)", exc, task.cases[0].id)
             return self._failed(task, f"host lost: {name}", lost=True)
@@ -68,7 +71,9 @@ class HostExecutor:
                 return TaskDone(interrupted=True)
             # unreachable, or the attempt there failed without a result: no verdict, retried
             return self._failed(task, str(exc), lost="cannot connect" in str(exc) or "link is lost" in str(exc))
-        results = [attempt.result_from_dict(d) for d in outcome["results"]]
+        except Exception as exc:  # tar here timing out, a full disk, a malformed outcome: this task's, not the campaign's end
+            log.warning("task of case %s on %s: %s", task.cases[0].id, name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            return self._failed(task, f"host {name!r}: the task failed here: {type(exc).__name__}: {exc}", lost=False)
         return TaskDone(results=results, host=str(outcome.get("host") or name))
 
     def _failed(self, task: Task, why: str, lost: bool) -> TaskDone:

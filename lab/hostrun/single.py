@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab import attempt
+from lab.campaign import task_spec
 from lab.cases import Case, case_id
 from lab.hosts.inventory import Host
 from lab.hosts.push import push_image
@@ -39,10 +40,8 @@ def check_case(workload: str, check: Any, image: Image) -> Case:
 def run_on_host(host: Host, case: Case, image: Image, accel: str, boot: BootMode, backend: BackendChoice,
                 run_dir: Path, progress: Callable[[str], None]) -> WorkloadResult:
     """Push the image, run the case there, fetch its run directory into `run_dir` (same name there)."""
-    spec = {"key": f"{case.id}-{secrets.token_hex(3)}", "what": "alone", "cases": [case.to_dict()],
-            "run_dirs": [run_dir.name], "workload_dir": "", "image_id": image.id, "accel": accel,
-            "boot": boot.value, "backend": backend.kind.value,
-            **({"libvirt_uri": backend.libvirt_uri} if backend.kind.value == "libvirt" else {})}
+    spec = task_spec(f"{case.id}-{secrets.token_hex(3)}", "alone", [case], [run_dir.name], "", image.id, accel, boot,
+                     backend)
     keep = bool(getattr(case.check, "keep_capture", False))
     try:
         with HostConnection(host) as conn:
@@ -50,11 +49,14 @@ def run_on_host(host: Host, case: Case, image: Image, accel: str, boot: BootMode
             progress(f"image {image.id} on {host.name}: {'sent' if pushed.sent else 'already there'} "
                      f"({pushed.seconds:.1f} s)")
             outcome = run_attempt(conn, spec, run_dir.parent, keep, lambda phase: progress(f"{host.name}: {phase}"))
+        return attempt.result_from_dict(outcome["results"][0])
     except HostLost:
         return _no_result(case, image, accel, boot, run_dir, lost_message(host))
     except HostError as exc:
         return _no_result(case, image, accel, boot, run_dir, str(exc))
-    return attempt.result_from_dict(outcome["results"][0])
+    except Exception as exc:  # tar here timing out, a full disk, a malformed outcome: an INFRA-ERROR, not a traceback
+        return _no_result(case, image, accel, boot, run_dir,
+                          f"host {host.name!r}: the run failed here: {type(exc).__name__}: {exc}")
 
 
 def _no_result(case: Case, image: Image, accel: str, boot: BootMode, run_dir: Path, why: str) -> WorkloadResult:

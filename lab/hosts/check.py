@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lab.hosts.remote_attempt import cache_there, pmemlab_argv
 from lab.hosts.ssh import HostConnection, HostError
 
 QEMU = "qemu-system-x86_64"
@@ -26,8 +27,6 @@ def check_host(conn: HostConnection) -> list[HostFact]:
         devices = conn.run([QEMU, "-device", "help"], timeout=30, check=False)
         nvdimm = '"nvdimm"' in devices.stdout
         facts.append(HostFact("nvdimm", nvdimm, "QEMU offers -device nvdimm" if nvdimm else "QEMU lacks nvdimm"))
-    from lab.hosts.remote_attempt import pmemlab_argv
-
     lab = conn.run(pmemlab_argv(host, "--version"), timeout=60, check=False)
     facts.append(HostFact("pmemlab", lab.ok, f"{host.pmemlab}: {lab.stdout.strip()}" if lab.ok
                           else f"{host.pmemlab} not runnable there (--host needs it; set the inventory's pmemlab "
@@ -37,14 +36,14 @@ def check_host(conn: HostConnection) -> list[HostFact]:
     accel = ("tcg: /dev/kvm is the kvm_pvm module (normal guests hang under it)" if kvm and pvm
              else "kvm likely (a first run proves it with a test boot)" if kvm else "tcg: no /dev/kvm")
     facts.append(HostFact("accelerator", True, accel))
-    conn.run(["mkdir", "-p", "--", f"{host.workdir}/images"], timeout=10)
+    conn.run(["mkdir", "-p", "--", f"{cache_there(host)}/images"], timeout=10)
     df = conn.run(["df", "-B1", "--output=avail", host.workdir], timeout=10, check=False)
     try:
         free = int(df.stdout.split()[-1])
         facts.append(HostFact("disk", free >= 4 << 30, f"{free / (1 << 30):.1f} GiB free at {host.workdir}"))
     except (IndexError, ValueError):
         facts.append(HostFact("disk", False, f"df at {host.workdir} failed: {df.stderr.strip()}"))
-    listing = conn.run(["ls", "-1", "--", f"{host.workdir}/images"], timeout=10, check=False)
+    listing = conn.run(["ls", "-1", "--", f"{cache_there(host)}/images"], timeout=10, check=False)
     ids = sorted(n for n in listing.stdout.split() if not n.startswith("."))
     facts.append(HostFact("images", True, ", ".join(ids) if ids else "none (pmemlab image push HOST)"))
     machines = host.machines()

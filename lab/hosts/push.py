@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.hosts.remote_attempt import cache_there
 from lab.hosts.ssh import HostConnection, HostError
 from lab.image.cache import Image
 
@@ -62,10 +63,10 @@ def push_image(conn: HostConnection, image: Image) -> PushResult:
     host = conn.host
     want = local_hashes(image.path)
     size = sum((image.path / n).stat().st_size for n in want)
-    final = f"{host.workdir}/images/{image.id}"
+    final = f"{cache_there(host)}/images/{image.id}"
     if remote_hashes(conn, final, sorted(want)) == want:
         return PushResult(host.name, image.id, final, False, len(want), size, time.monotonic() - started)
-    tmp = f"{host.workdir}/images/.push-{image.id}-{secrets.token_hex(4)}"
+    tmp = f"{cache_there(host)}/images/.push-{image.id}-{secrets.token_hex(4)}"
     conn.run(["mkdir", "-p", "--", tmp], timeout=30)
     try:
         tar = subprocess.Popen(["tar", "--sparse", "-cf", "-", "-C", str(image.path), "--", *sorted(want)],

@@ -119,6 +119,9 @@ def _follow(conn: HostConnection, argv: list[str], on_phase: Callable[[str], Non
                     continue
                 log.debug("%s: %s", host.name, line)
                 tail = (tail + [line])[-20:]
+        # EOF on the output comes before the exit status; paramiko's recv_exit_status has no deadline
+        if not channel.status_event.wait(LINK_TIMEOUT_S):
+            raise HostLost(f"{lost_message(host)} (no exit status {LINK_TIMEOUT_S:.0f} s after its output ended)")
         code = channel.recv_exit_status()
     except HostError:
         raise

@@ -141,7 +141,12 @@ class HostConnection:
                     sink.write(chunk)
             out = b"".join(iter(lambda: channel.recv(1 << 16), b""))
             err = b"".join(iter(lambda: channel.recv_stderr(1 << 16), b""))
+            if not channel.status_event.wait(timeout):  # recv_exit_status itself would wait forever
+                raise HostError(f"host {self.host.name!r}: {argv[0]} sent no exit status within {timeout:.0f} s "
+                                f"after its output ended (the link may be lost)")
             code = channel.recv_exit_status()
+        except HostError:
+            raise
         except Exception as exc:  # socket.timeout at the deadline, SSHException on a dropped link
             raise HostError(f"host {self.host.name!r}: {argv[0]} did not complete within {timeout:.0f} s "
                             f"(the link may be lost): {type(exc).__name__}: {exc}") from None
