@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (`timeout`, CI cancelling) unwinds like Ctrl-C, so the session fixtures still stop
+    the daemons they started (libvirtd, PostgreSQL, sshd) by pid; plain SIGTERM would skip them."""
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 def _ppid(pid: int) -> int | None:
