@@ -40,7 +40,9 @@ bookworm_mirror() {
     awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null | head -n 1
 }
 if grep -qs 'VERSION_CODENAME=bookworm' /etc/os-release && [ ! -f "$BACKPORTS" ]; then
-    mirror=$(bookworm_mirror | head -n 1)
+    # Both source formats may name it: head closes the pipe after the first, which must not count as a
+    # failure under pipefail (it ended this script silently with 141 on such a machine).
+    mirror=$( { bookworm_mirror || true; } | head -n 1)
     if [ -z "$mirror" ]; then
         echo "bootstrap: no apt source for bookworm found in /etc/apt: cannot add bookworm-backports (ADR model)" >&2
         exit 2

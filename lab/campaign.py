@@ -283,7 +283,19 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
-class LocalExecutor:
+class PoolWaiting:
+    """wait/collect for executors whose tasks are concurrent.futures futures (the local pool, lab hosts)."""
+
+    def wait(self, futures: list[Any], timeout: float) -> set[Any]:
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    def collect(self, task: Task, future: Future[Any]) -> TaskDone:
+        done: TaskDone = future.result()
+        return done
+
+
+class LocalExecutor(PoolWaiting):
     """This host's thread pool: machines start from its long-lived threads (QEMU's parent-death signal
     follows the thread that started it); a shared run's recoveries come back as tasks of their own,
     so K recoveries run in parallel."""
@@ -315,14 +327,6 @@ class LocalExecutor:
 
     def submit(self, task: Task, progress: Progress) -> Future[Any]:
         return self.pool.submit(self._run, task, progress)
-
-    def wait(self, futures: list[Any], timeout: float) -> set[Any]:
-        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        return done
-
-    def collect(self, task: Task, future: Future[Any]) -> TaskDone:
-        done: TaskDone = future.result()
-        return done
 
     def abort(self, futures: list[Future[Any]]) -> None:
         self.ctx.machines.destroy_all()

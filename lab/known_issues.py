@@ -18,16 +18,15 @@ An issue whose fixed_in the candidate kernel has reached is "expired": reported,
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from lab.errors import ConfigError
+from lab.tomlfile import load_model
 
 
 def kernel_key(version: str) -> tuple[int, ...]:
@@ -103,16 +102,5 @@ class KnownIssues:
 
 def load_known_issues(path: Path) -> KnownIssues:
     """Parse and validate; any problem is a ConfigError naming the file and the field."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the known-issues file: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        model = _FileModel.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
-        raise ConfigError(f"{path}: {where}: {err['msg']}") from exc
+    model = load_model(path, _FileModel, "the known-issues file")
     return KnownIssues(tuple(KnownIssue(**m.model_dump()) for m in model.issue))

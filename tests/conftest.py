@@ -38,9 +38,9 @@ def _ours_or_orphaned(pid: int) -> bool:
     return False
 
 
-def _lab_qemu_cmdlines() -> dict[int, str]:
-    """pid -> command line of every lab QEMU (its -name is pmemlab-...), read from /proc: no procps needed."""
-    found: dict[int, str] = {}
+def process_argvs() -> dict[int, list[str]]:
+    """pid -> argv of every process, read from /proc: no procps needed (a bare machine lacks it)."""
+    found: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,10 +48,14 @@ def _lab_qemu_cmdlines() -> dict[int, str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # it exited while we looked
-        words = [a.decode(errors="replace") for a in argv if a]
-        if words and "qemu-system" in words[0] and any(w.startswith("pmemlab-") for w in words):
-            found[int(entry.name)] = " ".join(words)
+        found[int(entry.name)] = [a.decode(errors="replace") for a in argv if a]
     return found
+
+
+def _lab_qemu_cmdlines() -> dict[int, str]:
+    """pid -> command line of every lab QEMU (its -name is pmemlab-...)."""
+    return {pid: " ".join(words) for pid, words in process_argvs().items()
+            if words and "qemu-system" in words[0] and any(w.startswith("pmemlab-") for w in words)}
 
 
 def lab_qemu_processes() -> list[str]:

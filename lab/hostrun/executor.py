@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from lab import attempt
-from lab.campaign import CampaignContext, Progress, Task, TaskDone
+from lab.campaign import CampaignContext, PoolWaiting, Progress, Task, TaskDone
 from lab.hosts.inventory import Host
 from lab.hosts.push import push_image
 from lab.hosts.remote_attempt import HostLost, run_attempt
@@ -26,7 +26,7 @@ from lab.runner.guest_run import WorkloadResult
 log = logging.getLogger(__name__)
 
 
-class HostExecutor:
+class HostExecutor(PoolWaiting):
     """Runs campaign tasks on one lab host, `host.slots` at a time."""
 
     def __init__(self, ctx: CampaignContext, host: Host, accel: str) -> None:
@@ -82,14 +82,6 @@ class HostExecutor:
                                 self.ctx.runs_base / run_name, why)
             for case, run_name in zip(task.cases, task.run_names(self.ctx.campaign_id))]
         return TaskDone(results=results, host=self.lab_host.name, lost=self.lab_host.name if lost else "")
-
-    def wait(self, futures: list[Any], timeout: float) -> set[Any]:
-        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        return done
-
-    def collect(self, task: Task, future: Future[Any]) -> TaskDone:
-        done: TaskDone = future.result()
-        return done
 
     def abort(self, futures: list[Future[Any]]) -> None:
         """Ctrl-C: close every task's channel (sshd hangs each attempt's pty up: its machines are destroyed)."""

@@ -38,13 +38,13 @@ that ref (a directory source's scenarios should name a ref of their own).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lab.errors import ConfigError
+from lab.tomlfile import load_model
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -157,24 +157,9 @@ def _source(base: Path, k: _Kernel) -> KernelSource:
     return KernelSource(k.name, k.debian_package, Path(k.directory) if k.directory else None, git)
 
 
-def _where(loc: tuple[object, ...]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
-
-
 def load_plan(path: Path) -> Plan:
     """Parse and validate; a problem is a one-line ConfigError naming the file and the field."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the plan: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    try:
-        model = _Plan.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {_where(tuple(err['loc']))}: {msg}") from exc
+    model = load_model(path, _Plan, "the plan")
     names = [k.name for k in model.kernel]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: kernel: names must be distinct, got {names}")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import process_argvs
+
 from . import sshhost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,16 +64,10 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subproce
 def _left_running(workdir: Path) -> list[str]:
     """Processes whose command line names the host's work directory (its attempts and their QEMUs)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = " ".join(a.decode(errors="replace") for a in argv)
+    for pid, argv in process_argvs().items():
+        text = " ".join(argv)
         if str(workdir) in text and not text.startswith(("sshd", "/usr/sbin/sshd", "ip netns")):
-            found.append(f"{entry.name}: {text[:200]}")
+            found.append(f"{pid}: {text[:200]}")
     return found
 
 
