@@ -15,9 +15,10 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e2fsprogs xfsprogs
-              gcc libc6-dev util-linux python3 python3-venv
+              gcc libc6-dev util-linux python3 python3-venv python3-dev
               # the libvirt backend (pmemlab[libvirt]): the daemon and its QEMU driver (no systemd unit is
               # needed: the tests start 'libvirtd -d' themselves), and what libvirt-python builds against
+              # (python3-dev above: Python.h, which a bare Debian lacks)
               libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
               # remote hosts (pmemlab[remote]): the tests run a second host's sshd in a network namespace
               openssh-server openssh-client iproute2)
