@@ -25,8 +25,8 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e
 # The tests start a PostgreSQL server of their own and drive Debian's chromium (the dashboard).
 APT_PACKAGES+=(postgresql chromium)
 # The ADR persistence model's QEMU 10 (unpacked privately by images/qemu-adr.sh) links these; its
-# plugin is compiled against glib.
-APT_PACKAGES+=(pkg-config libglib2.0-dev libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libibverbs1
+# plugin is compiled against glib; xz unpacks the source tarball its qemu-plugin.h comes from.
+APT_PACKAGES+=(xz-utils pkg-config libglib2.0-dev libaio1 libbpf1 libcapstone4 libfdt1 libfuse3-3 libibverbs1
                libjpeg62-turbo libnuma1 libpixman-1-0 libpmem1 libpng16-16 librdmacm1 libsasl2-2 libseccomp2
                libslirp0 liburing2 libvdeplug2 libzstd1)
 
