@@ -21,7 +21,9 @@ APT_PACKAGES=(qemu-system-x86 qemu-utils kmod cpio busybox-static ndctl daxctl e
               # (python3-dev above: Python.h, which a bare Debian lacks)
               libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
               # remote hosts (pmemlab[remote]): the tests run a second host's sshd in a network namespace
-              openssh-server openssh-client iproute2)
+              openssh-server openssh-client iproute2
+              # bisect --git and the watch git kernel source drive git
+              git)
 # The tests start a PostgreSQL server of their own and drive Debian's chromium (the dashboard).
 APT_PACKAGES+=(postgresql chromium)
 # The ADR persistence model's QEMU 10 (unpacked privately by images/qemu-adr.sh) links these; its
