@@ -96,7 +96,7 @@ case "${1:-run}" in
         ;;
     test)
         rc=0
-        .venv/bin/python -m pytest -v -ra tests || rc=$?
+        .venv/bin/python -m pytest -v -ra --durations=40 tests || rc=$?
         # The tests start their own libvirtd and sshd and must stop them by pid: none may outlive the suite.
         if pgrep -af 'libvirtd -d -p /var/run/libvirt/pmemlab-test|sshd -f /tmp/pmemlab-sshd-'; then
             echo "bootstrap: the tests left the processes above running" >&2

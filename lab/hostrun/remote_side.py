@@ -51,8 +51,10 @@ def _quiet_tty() -> None:
         termios.tcsetattr(fd, termios.TCSANOW, mode)
 
 
-def _watch_link(stop: threading.Event) -> None:
-    """Hang ourselves up when the controller's heartbeats stop (or its end of stdin closes)."""
+def _watch_link(stop: threading.Event, silence_s: float = LINK_TIMEOUT_S) -> threading.Thread:
+    """Hang ourselves up when the controller's heartbeats stop (or its end of stdin closes).
+    Returns the heartbeat thread, which the caller joins before exiting: a daemon thread still
+    inside a stdout write at interpreter shutdown is a fatal error (_enter_buffered_busy)."""
     last = [time.monotonic()]
 
     def read() -> None:
@@ -70,23 +72,26 @@ def _watch_link(stop: threading.Event) -> None:
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
             _say(BEAT)
-            if time.monotonic() - last[0] > LINK_TIMEOUT_S:
+            if time.monotonic() - last[0] > silence_s:
                 os.kill(os.getpid(), signal.SIGHUP)  # lab.cli turns it into SystemExit: machines destroyed
                 return
 
-    threading.Thread(target=read, name="link-read", daemon=True).start()
-    threading.Thread(target=beat, name="link-beat", daemon=True).start()
+    threading.Thread(target=read, name="link-read", daemon=True).start()  # blocked in os.read: holds no lock
+    beater = threading.Thread(target=beat, name="link-beat", daemon=True)
+    beater.start()
+    return beater
 
 
-def serve(spec_path: Path, out_path: Path, link: bool) -> None:
+def serve(spec_path: Path, out_path: Path, link: bool, link_timeout_s: float = LINK_TIMEOUT_S) -> None:
     try:
         spec: dict[str, Any] = json.loads(spec_path.read_text())
     except (OSError, ValueError) as exc:
         raise LabError(f"{spec_path}: not a readable task spec: {exc}") from None
     stop = threading.Event()
+    beater: threading.Thread | None = None
     if link:
         _quiet_tty()
-        _watch_link(stop)
+        beater = _watch_link(stop, link_timeout_s)
     try:
         image = image_cache.find_by_id(cache_dir(), str(spec["image_id"]))
         if image is None:
@@ -100,3 +105,5 @@ def serve(spec_path: Path, out_path: Path, link: bool) -> None:
                               "results": [r.to_dict() for r in results]})
     finally:
         stop.set()
+        if beater is not None:
+            beater.join(link_timeout_s)  # a beat mid-write finishes; a controller that stopped reading hangs us up

@@ -4,7 +4,7 @@ The qemu backend runs there, started by the host's own pmemlab (`pmemlab attempt
 Dask task's: lab.attempt.run_spec) with the host's own cache and data directories under its
 workdir. Captures stay there (recovered where they were taken); what comes back is each run
 directory's results, logs and fsck output, and captures only when the check keeps them, as a
-sparse tar stream. A silent link (no heartbeat for LINK_TIMEOUT_S) or a dropped connection is
+sparse tar stream. A silent link (no heartbeat for the link timeout) or a dropped connection is
 HostLost, "host lost: NAME"; the attempt there then hangs itself up (lab.hostrun.remote_side).
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lab.hosts.inventory import Host
-from lab.hosts.link import BEAT, HEARTBEAT_S, LINK_TIMEOUT_S, PHASE
+from lab.hosts.link import BEAT, HEARTBEAT_S, PHASE, link_timeout_s
+from lab.hosts import link
 from lab.hosts.ssh import HostConnection, HostError
 
 ATTEMPT_DEADLINE_S = 4 * 3600.0  # a task's own phases have deadlines; this one only bounds a wedged host
@@ -65,8 +66,10 @@ def run_attempt(conn: HostConnection, spec: dict[str, Any], local_runs: Path, ke
                             io.BytesIO(json.dumps({**spec, "host": host.name}).encode()), 60)
     if not wrote.ok:
         raise HostError(f"host {host.name!r}: cannot write the task spec {spec_path}: {wrote.stderr.strip()}")
-    tail = _follow(conn, pmemlab_argv(host, "attempt", "--spec", spec_path, "--out", out_path, "--link"),
-                   on_phase, cancel, deadline_s)
+    silence = link_timeout_s()
+    tail = _follow(conn, pmemlab_argv(host, "attempt", "--spec", spec_path, "--out", out_path, "--link",
+                                      "--link-timeout", f"{silence:g}"),
+                   on_phase, cancel, deadline_s, silence)
     got = conn.run(["cat", "--", out_path], timeout=60, check=False)
     conn.run(["rm", "-f", "--", spec_path, out_path], timeout=30, check=False)
     try:
@@ -82,9 +85,11 @@ def run_attempt(conn: HostConnection, spec: dict[str, Any], local_runs: Path, ke
 
 
 def _follow(conn: HostConnection, argv: list[str], on_phase: Callable[[str], None],
-            cancel: threading.Event | None, deadline_s: float) -> list[str]:
-    """Run `argv` there under a pty until it exits, heartbeats both ways; the last lines it printed."""
+            cancel: threading.Event | None, deadline_s: float, silence_s: float | None = None) -> list[str]:
+    """Run `argv` there under a pty until it exits, heartbeats both ways; the last lines it printed.
+    The host is lost after `silence_s` (default: the link's LINK_TIMEOUT_S) with nothing from it."""
     host = conn.host
+    silence = link.LINK_TIMEOUT_S if silence_s is None else silence_s
     channel = conn.open_pty(argv)
     channel.settimeout(0.5)
     started = last_heard = last_beat = time.monotonic()
@@ -94,8 +99,8 @@ def _follow(conn: HostConnection, argv: list[str], on_phase: Callable[[str], Non
             now = time.monotonic()
             if cancel is not None and cancel.is_set():
                 raise HostError(f"host {host.name!r}: the task was interrupted")
-            if now - last_heard > LINK_TIMEOUT_S:
-                raise HostLost(f"{lost_message(host)} (nothing from it for {LINK_TIMEOUT_S:.0f} s)")
+            if now - last_heard > silence:
+                raise HostLost(f"{lost_message(host)} (nothing from it for {silence:.0f} s)")
             if now - started > deadline_s:
                 raise HostError(f"host {host.name!r}: the task did not finish within {deadline_s:.0f} s")
             if now - last_beat >= HEARTBEAT_S:
@@ -120,8 +125,8 @@ def _follow(conn: HostConnection, argv: list[str], on_phase: Callable[[str], Non
                 log.debug("%s: %s", host.name, line)
                 tail = (tail + [line])[-20:]
         # EOF on the output comes before the exit status; paramiko's recv_exit_status has no deadline
-        if not channel.status_event.wait(LINK_TIMEOUT_S):
-            raise HostLost(f"{lost_message(host)} (no exit status {LINK_TIMEOUT_S:.0f} s after its output ended)")
+        if not channel.status_event.wait(silence):
+            raise HostLost(f"{lost_message(host)} (no exit status {silence:.0f} s after its output ended)")
         code = channel.recv_exit_status()
     except HostError:
         raise

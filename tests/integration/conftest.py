@@ -88,7 +88,9 @@ def venv_base_python() -> Path:
 
 
 def _run(argv: list[str | Path], timeout: float) -> None:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+    # Without PYTHONPATH: a checkout on it (and its pmemlab.egg-info) makes pip call the wheel already installed.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"{' '.join(map(str, argv))} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
 
 

@@ -85,10 +85,10 @@ def test_smoke_verdicts_equal_the_qemu_backend(daemon: libvirtd.Libvirtd, image:
     _same_verdicts(daemon, image, accel, tmp_path, cases)
 
 
-# scenarios/mapsync.toml cells the smoke scenario (ext4) does not cover, kept few since every libvirt machine
-# boots cold (two cold boots a case): XFS with MAP_SYNC, and its negative control.
-MAPSYNC_CELLS = {"fs=xfs map_sync=true prealloc=false persistence=eadr flush=auto",
-                 "fs=xfs map_sync=false prealloc=false persistence=eadr flush=auto"}
+# A scenarios/mapsync.toml cell the smoke scenario (ext4, MAP_SYNC on and off: both verdicts) does not
+# cover, kept to one since every libvirt machine boots cold (two cold boots a case, ~40 s here): XFS with
+# MAP_SYNC. Its negative control differs from ext4's only inside the guest, which both backends share.
+MAPSYNC_CELLS = {"fs=xfs map_sync=true prealloc=false persistence=eadr flush=auto"}
 
 
 @pytest.mark.timeout(300)
@@ -97,7 +97,7 @@ def test_mapsync_verdicts_equal_the_qemu_backend(daemon: libvirtd.Libvirtd, imag
     cases = [c for c in expand(load_scenario(scenarios_dir() / "mapsync.toml")) if c.cell_key in MAPSYNC_CELLS]
     assert {c.cell_key for c in cases} == MAPSYNC_CELLS and len(cases) == len(MAPSYNC_CELLS), \
         "scenarios/mapsync.toml changed its cells: pick the subset again"
-    assert {c.expect.value for c in cases} == {"PASS", "VIOLATION"}
+    assert {c.expect.value for c in cases} == {"PASS"}
     started = time.monotonic()
     _same_verdicts(daemon, image, accel, tmp_path, cases)
     print(json.dumps({"mapsync_subset_both_backends_s": round(time.monotonic() - started, 1)}))

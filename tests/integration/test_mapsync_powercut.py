@@ -17,7 +17,6 @@ from lab.crash.point import CrashPoint
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.image.cache import Image
 from lab.runner.guest_run import RunHooks, WorkloadResult
-from lab.runner.machines import BootMode
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
 from lab.workloads.mapsync import MapsyncParams
@@ -89,15 +88,3 @@ def test_keep_capture_and_prealloc(image: Image, accel: AccelVerdict, run_dir: P
     capture = run_dir / "capture" / "cut-0" / "nvdimm0.img"
     assert capture.is_file() and capture.stat().st_size == check.shape.nvdimm_size
     assert result.metrics["cut"]["captures"][0]["data_bytes"] < capture.stat().st_size, "the capture stays sparse"
-
-
-# The PASS cell's cold path is compared cell by cell in test_many_cuts (smoke.toml, mapsync.toml's
-# eADR ext4 cells): here the negative control alone, through the kind's own entry point.
-@pytest.mark.parametrize("map_sync, expected", [(False, Verdict.VIOLATION)])
-def test_cold_boot_path_gives_the_same_verdicts(map_sync: bool, expected: Verdict, image: Image,
-                                                accel: AccelVerdict, run_dir: Path) -> None:
-    check = MapsyncCheck(Filesystem.EXT4, DaxMode.ALWAYS, MapsyncParams(records=40, map_sync=map_sync),
-                         CrashPoint(after_ack=20))
-    result = run(check, image, accel, run_dir, RunHooks(boot=BootMode.COLD))
-    assert result.boot == "cold" and "boot" in result.timings and "recovery_boot" in result.timings
-    assert result.verdict is expected, result.to_dict()

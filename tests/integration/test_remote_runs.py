@@ -22,8 +22,9 @@ from tests.conftest import process_argvs
 from . import sshhost
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOST_WITHIN_S = 45.0  # the controller's link timeout (15 s) plus a machine's teardown, with room
-GONE_WITHIN_S = 40.0  # sshd's client-alive probes (3 x 3 s) or the attempt's own watchdog (15 s), with room
+LOST_WITHIN_S = 45.0  # the controller's link timeout (LOST_LINK_S) plus a machine's teardown, with room
+GONE_WITHIN_S = 40.0  # sshd's client-alive probes (3 x 3 s) or the attempt's own watchdog, with room
+LOST_LINK_S = "8"  # the lost-link tests' link timeout (PMEMLAB_LINK_TIMEOUT_S, both sides): the 15 s default costs
 
 
 @dataclass
@@ -129,7 +130,8 @@ def test_lost_link_mid_workload(lab_host: LabHost) -> None:
     # a workload that runs 60 s unless stopped: the cut lands in it
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", "mapsync", "--host", "lab2", "--records",
                              "1000000", "--records-per-page", "64", "--cut-at-seconds", "60", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=lab_host.env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**lab_host.env, "PMEMLAB_LINK_TIMEOUT_S": LOST_LINK_S})
     try:
         cut = _cut_mid_workload(lab_host, proc, settle_s=4.0)
         try:
@@ -204,7 +206,7 @@ def test_campaign_on_host_retries_a_lost_attempt(lab_host: LabHost, tmp_path: Pa
     db = f"sqlite:///{tmp_path / 'results.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "lab.cli", "campaign", "run", str(scenario), "--host", "lab2",
                              "--db", db, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=lab_host.env)
+                            env={**lab_host.env, "PMEMLAB_LINK_TIMEOUT_S": LOST_LINK_S})
     err_lines: list[str] = []
     gone_after: list[float] = []
 

@@ -26,8 +26,8 @@ def main(url: str, name: str, go: str, shared_ids: list[str]) -> int:
             print(f"{go} never appeared", file=sys.stderr)
             return 3
         time.sleep(0.01)
-    tmp = Path(tempfile.mkdtemp(prefix=f"ctl-{name}-"))
-    with ResultsStore.open(url) as store:
+    with tempfile.TemporaryDirectory(prefix=f"ctl-{name}-") as tmp_name, ResultsStore.open(url) as store:
+        tmp = Path(tmp_name)
         own = make_cases({f"{name}-a": "PASS", f"{name}-b": "PASS"}, per_cell=5)
         new_campaign(store, name, own)
         for case_id in shared_ids:

@@ -19,7 +19,7 @@ from lab.cases import Case, expand
 from lab.errors import ConfigError
 from lab.hostrun import executor as executor_mod
 from lab.hostrun import single
-from lab.hosts import inventory, remote_attempt
+from lab.hosts import inventory, link, remote_attempt
 from lab.hosts.remote_attempt import HostLost, cache_there, data_there
 from lab.hosts.ssh import HostConnection, HostError
 from lab.image.cache import Image, set_ref
@@ -131,13 +131,12 @@ class _SilentChannel:
         pass
 
 
-def test_an_attempts_missing_exit_status_is_host_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote_attempt, "LINK_TIMEOUT_S", 0.3)
+def test_an_attempts_missing_exit_status_is_host_lost(tmp_path: Path) -> None:
     channel = _SilentChannel()
     conn = type("C", (), {"host": _host(tmp_path), "open_pty": lambda self, argv: channel})()
     started = time.monotonic()
     with pytest.raises(HostLost, match="host lost: lab1 .no exit status"):
-        remote_attempt._follow(conn, ["pmemlab", "attempt"], lambda _: None, None, 60.0)  # type: ignore[arg-type]
+        remote_attempt._follow(conn, ["pmemlab", "attempt"], lambda _: None, None, 60.0, 0.3)  # type: ignore[arg-type]
     assert time.monotonic() - started < 10 and not channel.asked_status
 
 
@@ -223,3 +222,19 @@ def test_adr_qemu_is_checked_here_only_when_the_attempts_run_here(adr_cli: dict[
     result = runner.invoke(cli, ["campaign", "resume", campaign.campaign.id, "--db", db, "--host", "lab1"])
     assert result.exit_code == 0, result.output
     assert ran == ["lab1", "lab1"]
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 15.0), ("8", 8.0), ("40.5", 40.5)])
+def test_the_link_timeout_is_settable(raw: str | None, expected: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    if raw is None:
+        monkeypatch.delenv(link.LINK_TIMEOUT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(link.LINK_TIMEOUT_ENV, raw)
+    assert link.link_timeout_s() == expected
+
+
+@pytest.mark.parametrize("raw", ["2", "soon", "nan", "inf", ""])
+def test_a_bad_link_timeout_is_one_line_naming_the_variable(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(link.LINK_TIMEOUT_ENV, raw)
+    with pytest.raises(ConfigError, match=r"^PMEMLAB_LINK_TIMEOUT_S=.*expected seconds, at least 6 "):
+        link.link_timeout_s()
