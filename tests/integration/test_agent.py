@@ -6,20 +6,22 @@ from typing import Iterator
 
 import pytest
 
+from lab.guest.pmem import Filesystem
 from lab.image.cache import Image
+from lab.runner.machines import BootMode, MachineMaker
 from lab.vm.accel import AccelVerdict
-from lab.vm.boot import MachineShape, lab_spec, ready_timeout
+from lab.vm.boot import MachineShape
 from lab.vm.machine import Machine, MachineState
-from lab.vm.media import create_sparse
 
 
 @pytest.fixture(scope="module")
 def machine(image: Image, accel: AccelVerdict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """A restored ready machine, as every run's (cold boots are covered by test_smoke and test_many_cuts)."""
     workdir = tmp_path_factory.mktemp("agent")
-    media = workdir / "nvdimm0.img"
-    create_sparse(media, MachineShape().nvdimm_size)
-    with Machine(lab_spec(image, "agent", workdir, [media], accel.accel), workdir) as m:
-        m.wait_ready(ready_timeout(accel.accel))
+    maker = MachineMaker(image, accel.accel, MachineShape(), BootMode.SNAPSHOT)
+    media = maker.fresh_media(workdir / "nvdimm0.img", Filesystem.EXT4)
+    with maker.machine("agent", workdir, [media], Filesystem.EXT4) as m:
+        maker.bring_up(m)
         yield m
 
 
