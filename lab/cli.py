@@ -482,7 +482,7 @@ def bench_qemu(runs: int, fs: str, records: int, accel: str, image_name: str, as
 @bench.command("campaign")
 @click.argument("scenario_path", type=click.Path(path_type=Path))
 @click.option("--jobs", "jobs_text", default="1,2", show_default=True, help="Comma-separated -j values to compare.")
-@click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
+@click.option("--cluster", default=None, metavar="tls://HOST:PORT",
               help="Also run it on this Dask scheduler's workers (pmemlab[cluster]).")
 @cold_boot_option
 @accel_option

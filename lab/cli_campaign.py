@@ -31,10 +31,11 @@ junit_option = click.option("--junit", type=click.Path(path_type=Path), default=
 any_image_option = click.option("--any-image", is_flag=True,
                                 help="Run an exported scenario even if its image ref now resolves to another image "
                                      "than the one it pins (a warning instead of a refusal).")
-cluster_option = click.option("--cluster", default=None, metavar="tcp://HOST:PORT",
+cluster_option = click.option("--cluster", default=None, metavar="tls://HOST:PORT",
                                help="Run the cases on this Dask scheduler's workers, as many at once as they "
                                     "have VM slots (-j does not apply; pmemlab[cluster]; see 'pmemlab cluster "
-                                    "up' and 'pmemlab worker').")
+                                    "up' and 'pmemlab worker'). A tls:// one (every 'cluster up') is reached with "
+                                    "its credentials: $PMEMLAB_CLUSTER_TLS, else the data directory's cluster/tls.pem.")
 html_option = click.option("--html", type=click.Path(path_type=Path), default=None,
                            help="Write a self-contained HTML report here.")
 

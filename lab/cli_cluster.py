@@ -27,18 +27,22 @@ def _default_slots(per_host_share: int = 1) -> int:
 
 
 @click.command()
-@click.option("--scheduler", required=True, metavar="tcp://HOST:PORT", help="The Dask scheduler to join.")
+@click.option("--scheduler", required=True, metavar="tls://HOST:PORT", help="The Dask scheduler to join.")
 @click.option("--vm", "slots", type=click.IntRange(1, 64), default=None,
               help="Machines at once on this host (default: from CPUs and free memory, as -j).")
 @click.option("--name", default=None, help="Worker name, recorded with each attempt (default: HOSTNAME-PID).")
+@click.option("--tls", "credentials", type=click.Path(path_type=Path), default=None,
+              help="A tls:// scheduler's credentials, the tls.pem 'cluster up' wrote (default: $PMEMLAB_CLUSTER_TLS, "
+                   "else the data directory's cluster/tls.pem).")
 @lab_errors
-def worker(scheduler: str, slots: int | None, name: str | None) -> None:
+def worker(scheduler: str, slots: int | None, name: str | None, credentials: Path | None) -> None:
     """Run cases for a cluster campaign on this host (its own PMEMLAB_DATA and PMEMLAB_CACHE)."""
     ui = UI()
     _need_dask(ui)
     from lab.cluster.worker import serve
 
-    why = serve(scheduler, slots or _default_slots(), name, announce=lambda text: ui.info(text, literal=True))
+    why = serve(scheduler, slots or _default_slots(), name, announce=lambda text: ui.info(text, literal=True),
+                credentials=credentials)
     ui.info(f"worker stopped: {why}; no machine left running", literal=True)
 
 
@@ -99,13 +103,14 @@ def cluster_up(local_workers: int, hosts: tuple[str, ...], key: str, known_hosts
 @click.option("--scheduler-file", type=click.Path(path_type=Path), required=True)
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=click.IntRange(0, 65535), default=0)
+@click.option("--tls", "credentials", type=click.Path(path_type=Path), required=True)
 @lab_errors
-def cluster_scheduler(scheduler_file: Path, host: str, port: int) -> None:
-    """The scheduler process of 'cluster up' (allowed-failures 0: the lab retries lost attempts)."""
+def cluster_scheduler(scheduler_file: Path, host: str, port: int, credentials: Path) -> None:
+    """The scheduler process of 'cluster up' (allowed-failures 0: the lab retries lost attempts; TLS only)."""
     _need_dask(UI())
     from lab.cluster.local import serve_scheduler
 
-    serve_scheduler(host, port, scheduler_file)
+    serve_scheduler(host, port, scheduler_file, credentials)
 
 
 @cluster.command("status")

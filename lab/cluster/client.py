@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from concurrent.futures import CancelledError
+from pathlib import Path
 from typing import Any
 
 from distributed import Client, KilledWorker
@@ -21,6 +22,7 @@ from distributed import wait as dask_wait
 from lab import attempt
 from lab.campaign import CampaignContext, Progress, Task, TaskDone
 from lab.cluster import task as remote
+from lab.cluster import tls
 from lab.errors import LabError
 from lab.runner.guest_run import WorkloadResult
 
@@ -34,9 +36,11 @@ class ClusterError(LabError):
     """The cluster cannot take the campaign (no scheduler, no workers, an image it cannot get)."""
 
 
-def connect(address: str, timeout: float = CONNECT_TIMEOUT_S) -> Client:
+def connect(address: str, timeout: float = CONNECT_TIMEOUT_S, credentials: Path | None = None) -> Client:
+    """A client of the scheduler at `address`; a tls:// one with its cluster's credentials (lab.cluster.tls)."""
+    security = tls.security_for(address, credentials)
     try:
-        return Client(address, timeout=timeout, set_as_default=False)
+        return Client(address, timeout=timeout, set_as_default=False, security=security)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 

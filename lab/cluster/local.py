@@ -3,6 +3,9 @@ machine, N workers here and one worker per remote host (started over SSH: lab.cl
 processes this lab starts (each its own process group), records (pids in a state file under the
 data directory; a remote worker's with its host) and stops by pid; nothing is found or killed by name.
 
+The scheduler listens on tls:// and accepts only peers holding this cluster's credentials
+(lab.cluster.tls: made at each 'up', copied to each remote worker, removed at 'down').
+
 Both run as pmemlab commands (`pmemlab cluster scheduler`, hidden; `pmemlab worker`), so a leftover
 shows in `pgrep -af 'pmemlab (worker|cluster)'`. The scheduler runs with allowed-failures 0: a
 worker that dies mid-task fails the task at once (KilledWorker), and the campaign records "host
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.cluster import remote
+from lab.cluster import remote, tls
 from lab.errors import LabError
 from lab.hosts.inventory import Host, validate
 from lab.paths import data_dir
@@ -148,28 +151,30 @@ def pmemlab_argv() -> list[str]:
     return [sys.executable, str(script)] if script.is_file() else [sys.executable, "-m", "lab.cli"]
 
 
-async def _serve_scheduler(host: str, port: int, scheduler_file: Path) -> None:
+async def _serve_scheduler(host: str, port: int, scheduler_file: Path, credentials: Path) -> None:
     import asyncio
 
     from distributed import Scheduler
+
+    security = tls.security(credentials)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    async with Scheduler(host=host, port=port, dashboard=False, allowed_failures=0,
-                         scheduler_file=str(scheduler_file)) as scheduler:
+    async with Scheduler(host=host, port=port, protocol="tls", security=security, dashboard=False,
+                         allowed_failures=0, scheduler_file=str(scheduler_file)) as scheduler:
         finished = asyncio.ensure_future(scheduler.finished())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({finished, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
 
 
-def serve_scheduler(host: str, port: int, scheduler_file: Path) -> None:
-    """The scheduler, in this process, until a signal (`pmemlab cluster scheduler`)."""
+def serve_scheduler(host: str, port: int, scheduler_file: Path, credentials: Path) -> None:
+    """The scheduler, in this process, until a signal (`pmemlab cluster scheduler`); TLS with `credentials`."""
     import asyncio
 
-    asyncio.run(_serve_scheduler(host, port, scheduler_file))
+    asyncio.run(_serve_scheduler(host, port, scheduler_file, credentials))
 
 
 def _spawn(role: str, argv: list[str], log: Path, env: dict[str, str]) -> Member:
@@ -241,6 +246,8 @@ def up(workers: int, slots: int, port: int = 0, host: str = "127.0.0.1",
     where.mkdir(parents=True, exist_ok=True)
     scheduler_file = where / "scheduler.json"
     scheduler_file.unlink(missing_ok=True)
+    credentials = tls.default_path()
+    pem = tls.create(credentials)  # a new cluster, new credentials: an old cluster's holders are shut out
     env = dict(os.environ, **(extra_env or {}))
     members: list[Member] = []
     conns: list[HostConnection] = []
@@ -248,16 +255,18 @@ def up(workers: int, slots: int, port: int = 0, host: str = "127.0.0.1",
         for remote_host in remote_hosts or []:  # every host key verified before anything starts
             conns.append(HostConnection(remote_host).__enter__())
         members.append(_spawn("scheduler", pmemlab_argv() + ["cluster", "scheduler", "--scheduler-file",
-                                                             str(scheduler_file), "--host", host, "--port", str(port)],
+                                                             str(scheduler_file), "--host", host, "--port", str(port),
+                                                             "--tls", str(credentials)],
                               where / "scheduler.log", env))
         deadline = time.monotonic() + START_TIMEOUT_S
         address = str(_wait_for_file(scheduler_file, members[0], deadline)["address"])
         for i in range(workers):
             members.append(_spawn("worker", pmemlab_argv() + ["worker", "--scheduler", address,
-                                                             "--vm", str(slots), "--name", f"local-{i + 1}"],
+                                                             "--vm", str(slots), "--name", f"local-{i + 1}",
+                                                             "--tls", str(credentials)],
                                   where / f"worker-{i + 1}.log", env))
         for conn in conns:
-            pid = remote.start_worker(conn, address, remote_slots or conn.host.slots)
+            pid = remote.start_worker(conn, address, remote_slots or conn.host.slots, pem)
             members.append(Member("worker", pid, remote.Paths(conn.host.workdir).log, conn.host))
         cluster = LocalCluster(address, members)
         cluster.save()
@@ -267,6 +276,7 @@ def up(workers: int, slots: int, port: int = 0, host: str = "127.0.0.1",
         _stop_remote([m for m in members if m.host], {c.host.name: c for c in conns})
         stop_members([m for m in members if m.host is None])
         state_path().unlink(missing_ok=True)
+        credentials.unlink(missing_ok=True)
         raise
     finally:
         for conn in conns:
@@ -280,7 +290,7 @@ def _wait_for_workers(cluster: LocalCluster, conns: list[Any], deadline: float) 
 
     by_host = {c.host.name: c for c in conns}
     want = len(cluster.members) - 1
-    client = connect(cluster.address)
+    client = connect(cluster.address, credentials=tls.default_path())
     checked = 0.0
     try:
         while len(workers(client)) < want:
@@ -339,7 +349,8 @@ def down() -> list[str]:
     local = cluster.local_members
     done += stop_members(local[1:]) + stop_members(local[:1])  # workers first
     if left:
-        LocalCluster(cluster.address, left).save()
+        LocalCluster(cluster.address, left).save()  # its credentials too: 'down' again stops the rest
     else:
         state_path().unlink(missing_ok=True)
+        tls.default_path().unlink(missing_ok=True)
     return done

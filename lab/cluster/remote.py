@@ -11,6 +11,7 @@ then SIGKILL for the group at the deadline), after checking that pid still runs 
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 
@@ -44,14 +45,14 @@ echo $!
 _STOP = r"""
 pid=$1; wait_s=$2; pidfile=$3
 if ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -F -e "$MARK"; then
-  rm -f "$pidfile"; echo gone; exit 0
+  rm -f "$pidfile" "${pidfile%/*}/tls.pem"; echo gone; exit 0
 fi
 kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
 i=0
 running() { kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null; }
 while running && [ "$i" -lt $((wait_s * 10)) ]; do sleep 0.1; i=$((i + 1)); done
 if running; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; echo killed; else echo stopped; fi
-rm -f "$pidfile"
+rm -f "$pidfile" "${pidfile%/*}/tls.pem"
 """
 
 _ADHOC_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -73,6 +74,10 @@ class Paths:
     def pidfile(self) -> str:
         return f"{self.workdir}/cluster/worker.pid"
 
+    @property
+    def credentials(self) -> str:
+        return f"{self.workdir}/cluster/tls.pem"  # removed with the pid file when the worker is stopped
+
 
 def adhoc_host(target: str, key: str, known_hosts: str, workdir: str | None, pmemlab: str | None) -> Host:
     """A host given on the command line as USER@ADDR (not in the inventory); named after its address."""
@@ -82,13 +87,25 @@ def adhoc_host(target: str, key: str, known_hosts: str, workdir: str | None, pme
     return validate(name, data, f"--host {target}")
 
 
-def start_worker(conn: HostConnection, scheduler: str, slots: int | None) -> int:
-    """Start `pmemlab worker` on the host, detached; its pid there."""
+def start_worker(conn: HostConnection, scheduler: str, slots: int | None, credentials: bytes | None = None) -> int:
+    """Start `pmemlab worker` on the host, detached; its pid there. A TLS scheduler's `credentials`
+    (lab.cluster.tls) are written there first, readable by the lab's user only."""
     host = conn.host
+    tls_args: list[str] = []
+    if credentials is not None:
+        where = Paths(host.workdir).credentials
+        wrote = conn.put_stream(["sh", "-c", 'umask 077 && mkdir -p -- "${1%/*}" && rm -f -- "$1" && cat > "$1"',
+                                 "sh", where], io.BytesIO(credentials), START_TIMEOUT_S)
+        if not wrote.ok:
+            raise HostError(f"host {host.name!r}: cannot write the cluster's credentials {where}: "
+                            f"{wrote.stderr.strip()[-200:]}")
+        tls_args = ["--tls", where]
     argv = pmemlab_argv(host, "worker", "--scheduler", scheduler, "--name", host.name,
-                        *(["--vm", str(slots)] if slots else []))
+                        *(["--vm", str(slots)] if slots else []), *tls_args)
     out = conn.run(_sh(_START, host.workdir, data_there(host), *argv), timeout=START_TIMEOUT_S, check=False)
     if not out.ok:
+        if tls_args:
+            conn.run(["rm", "-f", "--", tls_args[1]], timeout=30, check=False)
         why = out.stderr.strip().splitlines()[-1:] or [f"status {out.exit_code}"]
         raise HostError(f"host {host.name!r}: cannot start a worker: {why[0]}")
     try:

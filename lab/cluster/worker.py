@@ -13,9 +13,11 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Callable
 
 from lab.errors import LabError
+from lab.cluster import tls
 from lab.cluster.task import MACHINES
 from lab.paths import cache_dir, data_dir
 from lab.vm.accel import HostFacts, decide_from_facts
@@ -38,7 +40,8 @@ def default_name() -> str:
 CONNECT_DEADLINE_S = float(os.environ.get("PMEMLAB_WORKER_CONNECT_S", "60"))  # to reach the scheduler at start
 
 
-async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str], None]) -> str:
+async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str], None],
+                 credentials: Path | None) -> str:
     from distributed import Worker
 
     stop = asyncio.Event()
@@ -55,7 +58,8 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
     space.mkdir(parents=True, exist_ok=True)
     # death_timeout: a scheduler that never answers ends the worker instead of a retry loop without end
     worker = Worker(scheduler, nthreads=slots, resources={"vm": slots}, name=name, local_directory=str(space),
-                    dashboard=False, death_timeout=CONNECT_DEADLINE_S)
+                    dashboard=False, death_timeout=CONNECT_DEADLINE_S,
+                    security=tls.security_for(scheduler, credentials))
     try:
         await worker
     except (asyncio.TimeoutError, OSError) as exc:
@@ -77,10 +81,11 @@ async def _serve(scheduler: str, slots: int, name: str, announce: Callable[[str]
 
 
 def serve(scheduler: str, slots: int, name: str | None = None,
-          announce: Callable[[str], None] = lambda _: None) -> str:
+          announce: Callable[[str], None] = lambda _: None, credentials: Path | None = None) -> str:
     """Run the worker until a signal or the scheduler ends it; returns why it ended. Every machine it
-    made is destroyed on every way out."""
+    made is destroyed on every way out. A tls:// scheduler is joined with `credentials` (lab.cluster.tls)."""
+    tls.credentials_for(scheduler, credentials)  # missing credentials: one line before anything starts
     try:
-        return asyncio.run(_serve(scheduler, slots, name or default_name(), announce))
+        return asyncio.run(_serve(scheduler, slots, name or default_name(), announce, credentials))
     finally:
         MACHINES.destroy_all()

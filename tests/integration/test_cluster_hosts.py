@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.cluster import tls
 from lab.cluster.local import pmemlab_argv
 from lab.image.cache import Image
 from lab.store.db import ResultsStore
@@ -100,15 +101,20 @@ def test_a_killed_worker_host_loses_one_attempt_and_the_campaign_completes(image
     seeded = hosts["wa"][1] / "images" / image.id
     shutil.copytree(image.path, seeded)  # wb's cache stays empty: the controller pushes the image
     scheduler_file = tmp_path / "scheduler.json"
-    procs.start(["cluster", "scheduler", "--scheduler-file", str(scheduler_file)], base_env(), tmp_path / "s.log")
+    credentials = tmp_path / "tls.pem"
+    tls.create(credentials)
+    procs.start(["cluster", "scheduler", "--scheduler-file", str(scheduler_file), "--tls", str(credentials)],
+                base_env(), tmp_path / "s.log")
     assert wait_until(scheduler_file.is_file, 60), (tmp_path / "s.log").read_text()
     address = json.loads(scheduler_file.read_text())["address"]
-    workers = {name: procs.start(["worker", "--scheduler", address, "--vm", "1", "--name", name],
+    workers = {name: procs.start(["worker", "--scheduler", address, "--vm", "1", "--name", name,
+                                  "--tls", str(credentials)],
                                  base_env(PMEMLAB_DATA=str(data), PMEMLAB_CACHE=str(cache)), tmp_path / f"{name}.log")
                for name, (data, cache) in hosts.items()}
     controller = tmp_path / "controller"
     campaign = procs.start(["campaign", "run", str(scenario), "--cluster", address, "--accel", "tcg", "--json"],
-                           base_env(PMEMLAB_DATA=str(controller)), tmp_path / "campaign.log")
+                           base_env(PMEMLAB_DATA=str(controller), PMEMLAB_CLUSTER_TLS=str(credentials)),
+                           tmp_path / "campaign.log")
 
     # wa runs its case's workload machine (media in its run directory): cut that host down.
     victim_data = hosts["wa"][0].parent

@@ -82,11 +82,9 @@ def netns(pid: int) -> str:
 def run_sleep_campaign(address: str, lab: Path) -> Any:
     """Two cases of the sleep kind through the cluster executor (the path of 'campaign run --cluster'),
     with the kind registered here and, by a worker plugin, on the remote worker."""
-    from distributed import Client
-
     from lab.campaign import CampaignContext, NoProgress, run_cases
     from lab.cases import expand
-    from lab.cluster.client import ClusterExecutor
+    from lab.cluster.client import ClusterExecutor, connect
     from lab.image.cache import find_by_id
     from lab.scenario import load_scenario
     from lab.store.db import ResultsStore
@@ -104,7 +102,7 @@ def run_sleep_campaign(address: str, lab: Path) -> Any:
     ctx = CampaignContext("ssh1", image, AccelVerdict(Accel.TCG, "test"), store, lab / "data" / "runs")
     cluster_kind.register()
     try:
-        with Client(address, timeout=20, set_as_default=False) as client:
+        with connect(address, timeout=20) as client:
             client.register_plugin(cluster_kind.SleepKind())
             executor = ClusterExecutor(ctx, client, "tcg")
             assert executor.prepare(IMAGE_ID) == 1  # lab2's one slot; the image pushed to it by content id
@@ -159,7 +157,11 @@ def test_cluster_up_over_ssh_runs_a_campaign_there_and_down_stops_it(second_host
         assert up.returncode == 0, up.stderr[-3000:]
         started = json.loads(up.stdout)
         # Listening where the host reaches us: this side of the veth pair, not loopback.
-        assert started["address"].startswith(f"tcp://{second_host.address.rsplit('.', 1)[0]}.1:")
+        assert started["address"].startswith(f"tls://{second_host.address.rsplit('.', 1)[0]}.1:")
+        # The cluster's credentials went to the host for its worker, for the lab's user only.
+        pushed = second_host.workdir / "cluster" / "tls.pem"
+        assert pushed.read_bytes() == (lab / "data" / "cluster" / "tls.pem").read_bytes()
+        assert pushed.stat().st_mode & 0o777 == 0o600
         scheduler_pid = next(m["pid"] for m in started["members"] if m["role"] == "scheduler")
         (worker,) = [m for m in started["members"] if m["role"] == "worker"]
         assert worker["host"]["name"] == "lab2" and worker["log"] == f"{second_host.workdir}/cluster/worker.log"
@@ -197,6 +199,7 @@ def test_cluster_up_over_ssh_runs_a_campaign_there_and_down_stops_it(second_host
     assert f"worker {pid} on lab2: stopped" in down.stderr + down.stdout  # by SIGTERM, in time: not "killed"
     assert wait_until(lambda: not ours(pid) and not ours(scheduler_pid), 15)
     assert not state.exists() and not (second_host.workdir / "cluster" / "worker.pid").exists()
+    assert not (second_host.workdir / "cluster" / "tls.pem").exists()
     assert not [line for line in _lab_qemu_cmdlines().values() if str(second_host.workdir) in line]
     assert "stopped: SIGTERM" in (second_host.workdir / "cluster" / "worker.log").read_text()
 

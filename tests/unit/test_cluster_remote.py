@@ -77,18 +77,69 @@ def test_cluster_up_local_status_down_through_the_cli(tmp_path: Path) -> None:
     nothing = cli("up")
     assert nothing.returncode != 0 and "give --local N and/or --host" in nothing.stderr
     up = cli("up", "--local", "1", "--vm", "1", "--listen", "127.0.0.1", "--json")
+    credentials = tmp_path / "cluster" / "tls.pem"
     try:
         assert up.returncode == 0, up.stderr[-2000:]
         started = json.loads(up.stdout)
-        assert started["address"].startswith("tcp://127.0.0.1:")
+        assert started["address"].startswith("tls://127.0.0.1:")
+        assert credentials.stat().st_mode & 0o777 == 0o600
         pids = [int(m["pid"]) for m in started["members"]]
         status = json.loads(cli("status", "--json").stdout)
         assert [(w["name"], w["vm"]) for w in status["workers"]] == [("local-1", "1")]
         assert [(m["role"], m["host"], m["alive"]) for m in status["members"]] == [("scheduler", "local", "yes"),
                                                                                    ("worker", "local", "yes")]
+        _only_credential_holders_get_in(started["address"], credentials, tmp_path)
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
     assert all(not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes()
                for pid in pids)
-    assert not (tmp_path / "cluster" / "state.json").exists()
+    assert not (tmp_path / "cluster" / "state.json").exists() and not credentials.exists()
+
+
+def _only_credential_holders_get_in(address: str, credentials: Path, tmp_path: Path) -> None:
+    """Anyone reaching the port could otherwise submit code to run as the lab user: plain TCP, TLS
+    without a certificate and TLS with another cluster's credentials are all refused."""
+    from distributed import Client
+
+    from lab.cluster import tls
+    from lab.cluster.client import ClusterError, connect
+
+    with connect(address, timeout=10, credentials=credentials) as client:
+        assert client.submit(sum, [1, 2], pure=False).result(timeout=30) == 3
+    with pytest.raises((OSError, TimeoutError)):
+        Client(address.replace("tls://", "tcp://"), timeout=3, set_as_default=False)
+    other = tmp_path / "other.pem"
+    tls.create(other)
+    with pytest.raises(ClusterError, match="cannot reach the Dask scheduler"):
+        connect(address, timeout=3, credentials=other)
+    with pytest.raises(ConfigError, match=r"does not exist: give its cluster's credentials .*PMEMLAB_CLUSTER_TLS"):
+        connect(address, timeout=3, credentials=tmp_path / "missing.pem")
+
+
+def test_a_tls_scheduler_without_credentials_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    from lab.cluster import worker
+
+    monkeypatch.setenv("PMEMLAB_DATA", str(tmp_path))
+    monkeypatch.delenv("PMEMLAB_CLUSTER_TLS", raising=False)
+    with pytest.raises(ConfigError, match=rf"^tls://127.0.0.1:1 is a TLS scheduler and {tmp_path}/cluster/tls.pem "
+                                          r"does not exist: .*PMEMLAB_CLUSTER_TLS=FILE"):
+        worker.serve("tls://127.0.0.1:1", 1)
+
+
+def test_credentials_are_private_and_damaged_ones_name_their_file(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from lab.cluster import tls
+
+    made = tmp_path / "c" / "tls.pem"
+    pem = tls.create(made)
+    assert made.stat().st_mode & 0o777 == 0o600 and made.read_bytes() == pem
+    assert b"BEGIN CERTIFICATE" in pem and b"BEGIN PRIVATE KEY" in pem
+    security = tls.security(made)
+    assert security.require_encryption and security.tls_worker_cert == security.tls_ca_file
+    assert tls.create(made) != pem, "a new cluster gets new credentials"
+    made.write_text(pem.decode().split("-----BEGIN PRIVATE KEY-----")[0])
+    with pytest.raises(ConfigError, match=rf"^{made}: not a cluster's TLS credentials"):
+        tls.security(made)
+    assert tls.credentials_for("tcp://127.0.0.1:1") is None  # a scheduler the user runs without TLS
