@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from lab.hosts.remote_attempt import cache_there, pmemlab_argv
@@ -31,6 +32,8 @@ def check_host(conn: HostConnection) -> list[HostFact]:
     facts.append(HostFact("pmemlab", lab.ok, f"{host.pmemlab}: {lab.stdout.strip()}" if lab.ok
                           else f"{host.pmemlab} not runnable there (--host needs it; set the inventory's pmemlab "
                                f"field): {(lab.stderr.strip() or lab.stdout.strip())[-200:]}"))
+    if lab.ok:
+        facts.append(_persistence_models(conn))
     kvm = conn.run(["test", "-c", "/dev/kvm"], timeout=10, check=False).ok
     pvm = conn.run(["test", "-e", "/sys/module/kvm_pvm"], timeout=10, check=False).ok
     accel = ("tcg: /dev/kvm is the kvm_pvm module (normal guests hang under it)" if kvm and pvm
@@ -52,6 +55,18 @@ def check_host(conn: HostConnection) -> list[HostFact]:
         facts.append(HostFact("libvirt", virsh.ok, f"{machines.libvirt_uri} answers" if virsh.ok
                               else f"{machines.libvirt_uri}: {virsh.stderr.strip()[-200:]}"))
     return facts
+
+
+def _persistence_models(conn: HostConnection) -> HostFact:
+    """Which persistence models the host's QEMU supports (eadr always; adr with QEMU >= 9.2 and the
+    tracing plugin), in the words of its own doctor, run with its own cache (no machine is started)."""
+    name = "persistence models"
+    out = conn.run(pmemlab_argv(conn.host, "doctor", "--json"), timeout=120, check=False)  # exit 1: some check failed
+    try:
+        found = next(c for c in json.loads(out.stdout)["checks"] if c["name"] == name)
+        return HostFact(name, True, str(found["detail"]))
+    except (ValueError, KeyError, TypeError, StopIteration):
+        return HostFact(name, False, f"pmemlab doctor there did not say: {(out.stderr.strip() or out.stdout.strip())[-200:]}")
 
 
 __all__ = ["HostFact", "check_host", "HostError"]

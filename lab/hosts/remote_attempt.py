@@ -24,6 +24,7 @@ from lab.hosts.inventory import Host
 from lab.hosts.link import BEAT, HEARTBEAT_S, PHASE, link_timeout_s
 from lab.hosts import link
 from lab.hosts.ssh import HostConnection, HostError
+from lab.runs import write_json
 
 ATTEMPT_DEADLINE_S = 4 * 3600.0  # a task's own phases have deadlines; this one only bounds a wedged host
 FETCH_TIMEOUT_S = 600.0
@@ -81,6 +82,9 @@ def run_attempt(conn: HostConnection, spec: dict[str, Any], local_runs: Path, ke
     fetch_runs(conn, names, local_runs, keep_capture)
     for data, name in zip(outcome["results"], spec["run_dirs"]):
         data["run_dir"] = str(local_runs / str(name))
+        fetched = local_runs / str(name) / "result.json"
+        if fetched.is_file():  # the host's copy names the host's path, which does not exist here
+            write_json(fetched, data)
     return outcome
 
 

@@ -110,7 +110,8 @@ def test_remote_mapsync_end_to_end(lab_host: LabHost) -> None:
     assert result["check"]["params"]["map_sync"] is True
     run_dir = Path(result["run_dir"])
     assert run_dir.parent == lab_host.local_data / "runs", "the run directory came back under this host's runs"
-    assert json.loads((run_dir / "result.json").read_text())["verdict"] == "PASS"
+    fetched = json.loads((run_dir / "result.json").read_text())
+    assert (fetched["verdict"], fetched["run_dir"], fetched["host"]) == ("PASS", str(run_dir), "lab2")
     assert "clean" in (run_dir / "fsck.txt").read_text() or (run_dir / "fsck.txt").stat().st_size > 0
     there = lab_host.ssh.workdir / "data" / "runs" / run_dir.name
     assert (there / "result.json").is_file(), "the host ran it in its own data directory"
@@ -250,3 +251,16 @@ def test_campaign_on_host_retries_a_lost_attempt(lab_host: LabHost, tmp_path: Pa
     final = Path(attempts[-1]["run_dir"])
     assert final.is_relative_to(lab_host.local_data) and (final / "result.json").is_file() \
         and (final / "fsck.txt").is_file(), "the retry's results came back"
+    assert json.loads((final / "result.json").read_text())["run_dir"] == str(final), "it names its path here"
+
+
+def test_host_check_reports_the_persistence_models_there(lab_host: LabHost) -> None:
+    checked = _cli(["host", "check", "lab2", "--json"], lab_host.env)
+    facts = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert facts["pmemlab"]["ok"], facts["pmemlab"]
+    # The host shares this filesystem: its doctor, with its cache, must say what ours says with that cache.
+    there = lab_host.ssh.workdir
+    here = _cli(["doctor", "--json"], {**lab_host.env, "PMEMLAB_CACHE": str(there), "PMEMLAB_DATA": f"{there}/data"})
+    (local,) = [c for c in json.loads(here.stdout)["checks"] if c["name"] == "persistence models"]
+    assert facts["persistence models"]["ok"] and facts["persistence models"]["detail"] == local["detail"]
+    assert local["detail"].startswith("eadr")
