@@ -28,6 +28,7 @@ def main() -> None:
     media = workdir / "nvdimm0.img"
     create_sparse(media, MachineShape().nvdimm_size)
     with LibvirtMachine(lab_spec(image, "hold", workdir, [media], Accel.TCG), workdir, uri, workdir.name) as machine:
+        assert isinstance(machine, LibvirtMachine)  # Machine.__enter__ returns self, typed as the base class
         print(json.dumps({"domain": machine.domain_name, "sockets": str(machine._sockdir)}), flush=True)
         time.sleep(300)  # the test kills us long before this
 

@@ -47,6 +47,7 @@ def test_killed_controller_takes_qemu_down(sig: signal.Signals, image: Image, tm
     proc = subprocess.Popen([sys.executable, str(HOLDER), str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         ready, _, _ = select.select([proc.stdout], [], [], 180)
         assert ready, "the holder never reported a ready machine"
         line = proc.stdout.readline() if proc.stdout else ""

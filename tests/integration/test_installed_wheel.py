@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_installed_wheel_lists_every_shipped_scenario(installed_lab: InstalledLa
 
 @pytest.mark.timeout(900)
 def test_installed_wheel_builds_the_image(installed_lab: InstalledLab, image: Image, tmp_path: Path,
-                                          record_property: pytest.RecordProperty) -> None:
+                                          record_property: Callable[[str, object], None]) -> None:
     """A real build into an empty cache (kernel download included); the same inputs give the checkout's id."""
     cache = tmp_path / "cache"
     try:

@@ -12,11 +12,12 @@ from lab.vm.accel import AccelVerdict
 from lab.vm.boot import MachineShape
 from lab.workloads import ninep_mmap as nm
 from lab.workloads.base import CheckSpec
-from lab.runner.guest_run import RunHooks
+from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.workloads.catalog import get_kind
 
 
-def _run(cache: str, image: Image, accel: AccelVerdict, run_dir: Path, seed: int) -> tuple[nm.NinepMmapCheck, object]:
+def _run(cache: nm.CacheMode, image: Image, accel: AccelVerdict, run_dir: Path,
+         seed: int) -> tuple[nm.NinepMmapCheck, WorkloadResult]:
     kind = get_kind("ninep-mmap")
     check = kind.make_check(CheckSpec(Filesystem.EXT4, DaxMode.ALWAYS, nm.NinepMmapParams(cache=cache), None,
                                       MachineShape(), seed=seed))

@@ -41,6 +41,7 @@ def test_a_shell_reproducer_and_its_check(image: Image, accel: AccelVerdict, tmp
 
 def test_the_shipped_c_example_loses_its_records(image: Image, accel: AccelVerdict, tmp_path: Path) -> None:
     (case,) = expand(load_scenario(scenarios_dir() / "script-map-shared.toml"))
+    assert isinstance(case.check, ScriptCheck)
     result = run(case.check, image, accel, tmp_path / "run", RunHooks())
     assert result.verdict is case.expect is Verdict.VIOLATION, result.to_dict()
     verdicts = {f.oracle: f.verdict for f in result.findings}

@@ -211,16 +211,19 @@ def test_the_control_channel_waits_for_armed_and_poking_the_guest(tmp_path: Path
 
 def test_the_mapsync_scenario_has_adr_cells_with_the_model_and_exports_them() -> None:
     from lab.cases import expand, export_case_scenario
+    from lab.crash.cut_flow import CutCheck
     from lab.paths import scenarios_dir
     from lab.scenario import load_scenario
 
     cases = expand(load_scenario(scenarios_dir() / "mapsync.toml"))
     adr = [c for c in cases if c.cell["persistence"] == "adr"]
     assert len(adr) == 4 * 5  # 2 fs x 2 flush, each cut judged as drop-all + 4 states
-    assert all(c.check.shape.persistence is Persistence.ADR and c.check.adr_states == 4 for c in adr)
+    assert all(isinstance(c.check, CutCheck) and c.check.shape.persistence is Persistence.ADR
+               and c.check.adr_states == 4 for c in adr)
     assert all(c.check.to_dict()["persistence"] == "adr" for c in adr)
     eadr = [c for c in cases if c.cell["persistence"] == "eadr"]
-    assert all(c.check.shape.persistence is Persistence.EADR and c.check.adr_states == 0 for c in eadr)
+    assert all(isinstance(c.check, CutCheck) and c.check.shape.persistence is Persistence.EADR
+               and c.check.adr_states == 0 for c in eadr)
     text = export_case_scenario(adr[1])  # the export reproduces the case exactly (it checks itself)
     assert 'persistence = ["adr"]' in text and "adr_states = 4" in text and "adr_state = 1" in text
 

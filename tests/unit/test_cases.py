@@ -21,6 +21,7 @@ from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
 from lab.workloads.mapsync import MapsyncParams
 from lab.workloads.mapsync import MapsyncParams as MapsyncScenarioParams
+from lab.workloads.mapsync_kind import MapsyncCheck
 
 SCENARIOS = REPO_ROOT / "scenarios"
 
@@ -72,6 +73,13 @@ CRASHES = {
 }
 
 
+def mapsync_check(case: Case) -> MapsyncCheck:
+    """The case's check as the mapsync kind's (every case here is a mapsync case)."""
+    check = case.check
+    assert isinstance(check, MapsyncCheck)
+    return check
+
+
 def wide(tmp_path: Path, strategy: str = "ack_list", name: str = "wide.toml") -> list[Case]:
     path = tmp_path / name
     path.write_text(WIDE.format(crash=CRASHES[strategy]))
@@ -87,11 +95,11 @@ def test_smoke_expands_to_its_two_cases() -> None:
     assert re.fullmatch(r"[0-9a-f]{12}", first.id)
     assert (first.scenario, first.scenario_hash, first.image) == ("smoke", scenario.content_hash, "debian12-pmem")
     assert first.cell == {"fs": "ext4", "map_sync": True}
-    assert first.check.fs is Filesystem.EXT4 and first.check.dax is DaxMode.ALWAYS
-    assert first.check.params == MapsyncParams(records=40, map_sync=True, prealloc=False)
-    assert first.check.crash == CrashPoint(after_ack=20)
+    assert mapsync_check(first).fs is Filesystem.EXT4 and mapsync_check(first).dax is DaxMode.ALWAYS
+    assert mapsync_check(first).params == MapsyncParams(records=40, map_sync=True, prealloc=False)
+    assert mapsync_check(first).crash == CrashPoint(after_ack=20)
     assert first.check.shape == MachineShape()
-    assert cases[1].check.params.map_sync is False
+    assert mapsync_check(cases[1]).params.map_sync is False
 
 
 def test_shipped_mapsync_expands_to_its_eadr_and_adr_cases() -> None:
@@ -108,12 +116,13 @@ def test_shipped_mapsync_expands_to_its_eadr_and_adr_cases() -> None:
     assert {c.cell_key for c in adr} == {f"fs={fs} map_sync=true prealloc=false persistence=adr flush={flush}"
                                          for fs in ("ext4", "xfs") for flush in ("auto", "none")}
     assert all((c.expect is Verdict.VIOLATION) == (c.cell["flush"] == "none") for c in adr)
-    assert all(c.check.crash == CrashPoint(after_ack=60) and c.check.params.records == 100 for c in cases)
+    assert all(mapsync_check(c).crash == CrashPoint(after_ack=60) and mapsync_check(c).params.records == 100
+               for c in cases)
 
 
 def test_order_cells_then_repeats_then_crash_points(tmp_path: Path) -> None:
     cases = wide(tmp_path)
-    assert [(c.cell_key, c.repeat, c.crash_index, c.check.crash.after_ack) for c in cases[:5]] == [
+    assert [(c.cell_key, c.repeat, c.crash_index, mapsync_check(c).crash.after_ack) for c in cases[:5]] == [
         ("map_sync=true dax=always", 0, 0, 3), ("map_sync=true dax=always", 0, 1, 30),
         ("map_sync=true dax=always", 1, 0, 3), ("map_sync=true dax=always", 1, 1, 30),
         ("map_sync=true dax=inode", 0, 0, 3)]
@@ -127,8 +136,8 @@ def test_case_fields_come_from_machine_workload_cell_and_oracles(tmp_path: Path)
     assert case.image == "custom-image"
     assert case.oracles == {"persistence": True, "fsck": False, "kernel_log": True}
     assert case.check.shape == MachineShape(cpus=1, memory_mib=512, nvdimm_size=128 * MIB)
-    assert case.check.dax is DaxMode.ALWAYS and case.check.fs is Filesystem.EXT4
-    assert case.check.params == MapsyncParams(records=50, record_size=128, records_per_page=2, map_sync=False,
+    assert mapsync_check(case).dax is DaxMode.ALWAYS and mapsync_check(case).fs is Filesystem.EXT4
+    assert mapsync_check(case).params == MapsyncParams(records=50, record_size=128, records_per_page=2, map_sync=False,
                                                 delay_us=5)
 
 
@@ -158,14 +167,14 @@ def test_random_ack_draws_from_the_case_seed(tmp_path: Path) -> None:
     cases = wide(tmp_path, "random_ack")
     assert len(cases) == 4 * 2 * 3
     for case in cases:
-        assert case.check.crash.seed == case.seed
-        assert case.check.crash.after_ack == random.Random(case.seed).randrange(50)
+        assert mapsync_check(case).crash.seed == case.seed
+        assert mapsync_check(case).crash.after_ack == random.Random(case.seed).randrange(50)
     assert cases == wide(tmp_path, "random_ack", name="again.toml")
 
 
 def test_every_nth_and_time_offsets(tmp_path: Path) -> None:
-    assert [c.check.crash.after_ack for c in wide(tmp_path, "every_nth_ack")[:2]] == [19, 39]
-    assert [c.check.crash.after_seconds for c in wide(tmp_path, "time_offsets")[:2]] == [0.01, 0.25]
+    assert [mapsync_check(c).crash.after_ack for c in wide(tmp_path, "every_nth_ack")[:2]] == [19, 39]
+    assert [mapsync_check(c).crash.after_seconds for c in wide(tmp_path, "time_offsets")[:2]] == [0.01, 0.25]
 
 
 @pytest.mark.parametrize("strategy", CRASHES)
@@ -201,7 +210,7 @@ def test_format_3_names_the_kind_and_keeps_the_params(tmp_path: Path) -> None:
     assert data["params"] == {"records": 50, "record_size": 128, "records_per_page": 2, "prealloc": False,
                               "map_sync": False, "delay_us": 5, "file_size": None}
     assert case.params == MapsyncScenarioParams(**data["params"])
-    assert data["check"] == case.check.to_dict() and case.crash == case.check.crash
+    assert data["check"] == case.check.to_dict() and case.crash == mapsync_check(case).crash
 
 
 def test_format_1_records_still_read_as_mapsync(tmp_path: Path) -> None:
@@ -214,8 +223,8 @@ def test_format_1_records_still_read_as_mapsync(tmp_path: Path) -> None:
         read = Case.from_dict(json.loads(json.dumps(old)))
         assert (read.id, read.cell, read.params, read.expect, read.seed) == (case.id, case.cell, case.params,
                                                                               case.expect, case.seed)
-        assert (read.check.params, read.check.crash, read.check.shape) == (case.check.params, case.check.crash,
-                                                                           case.check.shape)
+        assert (mapsync_check(read).params, mapsync_check(read).crash, read.check.shape) == (
+            mapsync_check(case).params, mapsync_check(case).crash, case.check.shape)
 
 
 @pytest.mark.parametrize("strategy", CRASHES)
@@ -224,6 +233,7 @@ def test_export_reproduces_each_case(tmp_path: Path, strategy: str) -> None:
         text = export_case_scenario(case)
         assert text.startswith(f"# Exported from case {case.id} of scenario wide ")
         scenario = parse_scenario(text.encode(), Path("export.toml"))
+        assert scenario.crash is not None
         assert scenario.repeat == 1 and scenario.crash.strategy in ("after_ack", "time_offsets")
         assert all(len(values) == 1 for values in scenario.matrix.values())
         (only,) = expand(scenario)
@@ -245,13 +255,15 @@ def test_export_of_shipped_cases(tmp_path: Path) -> None:
 def test_export_keeps_a_random_draw_seed(tmp_path: Path) -> None:
     case = wide(tmp_path, "random_ack")[0]
     text = export_case_scenario(case)
-    assert f"ack = {case.check.crash.after_ack}\nseed = {case.seed}  # the seed this ack was drawn with" in text
+    ack = mapsync_check(case).crash.after_ack
+    assert f"ack = {ack}\nseed = {case.seed}  # the seed this ack was drawn with" in text
     (only,) = expand(parse_scenario(text.encode(), Path("export.toml")))
-    assert only.check.crash.describe() == case.check.crash.describe()
+    assert mapsync_check(only).crash.describe() == mapsync_check(case).crash.describe()
 
 
 def test_case_seed_pins_every_seed(tmp_path: Path) -> None:
     text = WIDE.format(crash=CRASHES["random_ack"]).replace("seed = 7\n", "seed = 7\ncase_seed = 99\n")
     cases = expand(parse_scenario(text.encode(), Path("pinned.toml")))
-    assert {c.seed for c in cases} == {99} and {c.check.crash for c in cases} == {CrashPoint.random_ack(50, 99)}
+    assert {c.seed for c in cases} == {99}
+    assert {mapsync_check(c).crash for c in cases} == {CrashPoint.random_ack(50, 99)}
     assert len({c.id for c in cases}) == len(cases)  # a pinned seed leaves the ids apart

@@ -137,7 +137,8 @@ def test_credentials_are_private_and_damaged_ones_name_their_file(tmp_path: Path
     assert made.stat().st_mode & 0o777 == 0o600 and made.read_bytes() == pem
     assert b"BEGIN CERTIFICATE" in pem and b"BEGIN PRIVATE KEY" in pem
     security = tls.security(made)
-    assert security.require_encryption and security.tls_worker_cert == security.tls_ca_file
+    # distributed's Security fills its tls_* __slots__ by setattr and declares no types for them
+    assert security.require_encryption and security.tls_worker_cert == security.tls_ca_file  # type: ignore[attr-defined]
     assert tls.create(made) != pem, "a new cluster gets new credentials"
     made.write_text(pem.decode().split("-----BEGIN PRIVATE KEY-----")[0])
     with pytest.raises(ConfigError, match=rf"^{made}: not a cluster's TLS credentials"):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,10 +62,10 @@ def test_classify(before: CellState, after: CellState, change: Change) -> None:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> ResultsStore:
+def store(tmp_path: Path) -> Iterator[ResultsStore]:
     s = ResultsStore.open(f"sqlite:///{tmp_path}/results.db")
     seed_pair(s, tmp_path / "runs")
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 

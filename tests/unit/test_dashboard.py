@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> ResultsStore:
+def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultsStore]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/results.db"
     else:
@@ -36,7 +37,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> ResultsStore:
         url = server.new_database("dash")
     store = ResultsStore.open(url)
     seed_pair(store, tmp_path / "runs")
-    yield store  # type: ignore[misc]
+    yield store
     store.close()
 
 

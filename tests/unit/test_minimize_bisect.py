@@ -14,6 +14,7 @@ from lab.minimize import minimize, with_changes
 from lab.paths import scenarios_dir
 from lab.scenario import load_scenario, parse_scenario
 from lab.verdict import Verdict
+from lab.workloads.mapsync import MapsyncParams
 
 V, P, I = Verdict.VIOLATION, Verdict.PASS, Verdict.INFRA_ERROR
 
@@ -23,18 +24,29 @@ def control() -> Case:
     return next(c for c in expand(load_scenario(scenarios_dir() / "smoke.toml")) if c.cell["map_sync"] is False)
 
 
+def ack(case: Case) -> int:
+    """The ACK a case cuts after (every case here cuts after an ACK)."""
+    assert case.crash is not None and case.crash.after_ack is not None
+    return case.crash.after_ack
+
+
+def mapsync_params(case: Case) -> MapsyncParams:
+    assert isinstance(case.params, MapsyncParams)
+    return case.params
+
+
 def lost_records(case: Case) -> Verdict:
     """A deterministic fake bug: without MAP_SYNC, a cut after ACK 3 or later with 5+ records fails."""
-    params = case.params
-    return V if not params.map_sync and case.crash.after_ack >= 3 and params.records >= 5 else P  # type: ignore[attr-defined]
+    params = mapsync_params(case)
+    return V if not params.map_sync and ack(case) >= 3 and params.records >= 5 else P
 
 
 def test_minimize_finds_the_smallest_failing_case() -> None:
     lines: list[str] = []
     result = minimize(control(), V, 1, lost_records, progress=lines.append)
     small = result.smallest
-    assert small.crash.after_ack == 3 and small.params.records == 5  # type: ignore[attr-defined]
-    assert small.params.map_sync is False and small.cell["map_sync"] is False  # it matters: kept
+    assert ack(small) == 3 and mapsync_params(small).records == 5
+    assert mapsync_params(small).map_sync is False and small.cell["map_sync"] is False  # it matters: kept
     assert not result.interrupted and lines and lines[0].startswith("step 1: crash after ACK ")
     (again,) = expand(parse_scenario(export_case_scenario(small).encode(), Path("m.toml")))
     assert again.check == small.check and lost_records(again) is V
@@ -45,13 +57,13 @@ def test_a_flaky_failure_is_not_minimized_into_a_pass() -> None:
 
     def flaky(case: Case) -> Verdict:
         calls["n"] += 1
-        if case.crash.after_ack >= 10:  # type: ignore[union-attr]
+        if ack(case) >= 10:
             return V
         return V if calls["n"] % 2 else P  # below ACK 10 it fails every other run
 
-    assert minimize(control(), V, 1, flaky).smallest.crash.after_ack < 10  # type: ignore[union-attr]
+    assert ack(minimize(control(), V, 1, flaky).smallest) < 10
     calls["n"] = 0
-    assert minimize(control(), V, 3, flaky).smallest.crash.after_ack == 10  # type: ignore[union-attr]
+    assert ack(minimize(control(), V, 3, flaky).smallest) == 10
 
 
 def test_ctrl_c_keeps_the_smallest_so_far() -> None:
@@ -65,7 +77,7 @@ def test_ctrl_c_keeps_the_smallest_so_far() -> None:
 
     result = minimize(control(), V, 1, interrupted)
     assert result.interrupted and len(result.steps) == 2
-    assert result.smallest.crash.after_ack == 5  # ACK 10, then ACK 5 kept; the third run was cut short  # type: ignore[union-attr]
+    assert ack(result.smallest) == 5  # ACK 10, then ACK 5 kept; the third run was cut short
 
 
 def test_an_invalid_middle_is_never_taken_for_a_pass() -> None:
@@ -75,11 +87,11 @@ def test_an_invalid_middle_is_never_taken_for_a_pass() -> None:
     tried: list[int] = []
 
     def always(c: Case) -> Verdict:
-        tried.append(c.params.record_size)  # type: ignore[attr-defined]
+        tried.append(mapsync_params(c).record_size)
         return V
 
     result = minimize(case, V, 1, always)
-    assert result.smallest.params.record_size == 64  # type: ignore[attr-defined]
+    assert mapsync_params(result.smallest).record_size == 64
     assert all(size % 8 == 0 for size in tried)
 
 

@@ -233,9 +233,9 @@ def test_helper_argv() -> None:
 
 def _case(fs: str, dax: DaxMode, params: mc.MmapContractParams, run_dir: Path | None = None) -> CaseRecord:
     rows, findings = mc.judge(MEASURED[dax], dax, params)
-    result = {"check": mc.MmapContractCheck(Filesystem(fs), dax, params).to_dict(),
-              "metrics": {"rows": rows, "fs": fs, "dax": dax.value, "shared_sync": params.shared_sync},
-              "verdict": verdict(findings).value}
+    result: dict[str, Any] = {"check": mc.MmapContractCheck(Filesystem(fs), dax, params).to_dict(),
+                              "metrics": {"rows": rows, "fs": fs, "dax": dax.value, "shared_sync": params.shared_sync},
+                              "verdict": verdict(findings).value}
     if run_dir is not None:
         run_dir.mkdir(parents=True)
         (run_dir / "result.json").write_text(json.dumps(result))

@@ -77,6 +77,7 @@ def test_infra_error_is_retried_then_the_pass_counts(setup: Any) -> None:
 
 
 def test_retries_are_bounded(setup: Any) -> None:
+    cases: list[Case]  # declared first: the fake runner below reads it
     ctx, cases = setup("smoke.toml", lambda check, image, accel, run_dir, hooks:
                        result_for(cases[0], run_dir, Verdict.INFRA_ERROR, "broken host"))
     outcome = run_case(ctx, cases[0], "machine 1", NoProgress())
@@ -85,6 +86,7 @@ def test_retries_are_bounded(setup: Any) -> None:
 
 
 def test_a_full_disk_stops_the_campaign_without_retrying(setup: Any) -> None:
+    cases: list[Case]  # declared first: the fake runner below reads it
     ctx, cases = setup("smoke.toml", lambda check, image, accel, run_dir, hooks:
                        result_for(cases[0], run_dir, Verdict.INFRA_ERROR, "some words", errno.ENOSPC))
     outcome = run_case(ctx, cases[0], "machine 1", NoProgress())

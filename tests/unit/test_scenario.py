@@ -14,7 +14,7 @@ from lab.cli import cli
 from lab.errors import ConfigError
 from lab.guest.pmem import DaxMode, Filesystem
 from lab.paths import scenarios_dir
-from lab.scenario import DaxName, FsName, load_scenario, matrix_keys
+from lab.scenario import AfterAck, DaxName, FsName, load_scenario, matrix_keys
 from lab.verdict import Verdict
 from lab.vm.boot import MachineShape
 from lab.vm.spec import MIB
@@ -77,7 +77,9 @@ def test_shipped_mapsync_scenario() -> None:
     assert scenario.text.startswith("#")
     assert scenario.matrix == {"fs": ("ext4", "xfs"), "map_sync": (True, False), "prealloc": (False, True),
                                "persistence": ("eadr", "adr"), "flush": ("auto", "none")}
-    assert scenario.params({}).records == 100
+    params = scenario.params({})
+    assert isinstance(params, MapsyncScenarioParams) and params.records == 100
+    assert isinstance(scenario.crash, AfterAck)
     assert scenario.crash.strategy == "after_ack" and scenario.crash.ack == 60
     assert scenario.shape.nvdimm_size >= 512 * MIB
     expected = {(c["fs"], c["map_sync"], c["prealloc"]): scenario.expected(c) for c in scenario.cells()
@@ -93,6 +95,7 @@ def test_shipped_smoke_scenario() -> None:
     scenario = load_scenario(SCENARIOS / "smoke.toml")
     assert scenario.matrix == {"fs": ("ext4",), "map_sync": (True, False)}
     assert scenario.params({}) == MapsyncScenarioParams(records=40, prealloc=False)
+    assert isinstance(scenario.crash, AfterAck)
     assert scenario.crash.strategy == "after_ack" and scenario.crash.ack == 20
     assert [scenario.expected(c) for c in scenario.cells()] == [Verdict.PASS, Verdict.VIOLATION]
 
@@ -150,6 +153,7 @@ def test_every_crash_strategy_gives_its_points(tmp_path: Path) -> None:
     def points(crash: str, records: int = 100) -> list[tuple[int | None, float | None]]:
         text = edit('strategy = "after_ack"\nack = 20', crash).replace("records = 40", f"records = {records}")
         scenario = load_scenario(write(tmp_path, text))
+        assert scenario.crash is not None
         return [(p.after_ack, p.after_seconds) for p in scenario.crash.points(records, lambda i: 7 + i)]
 
     assert points('strategy = "after_ack"\nack = 60') == [(60, None)]

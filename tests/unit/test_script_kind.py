@@ -19,7 +19,7 @@ from lab.paths import scenarios_dir
 from lab.scenario import load_scenario, parse_scenario
 from lab.verdict import Verdict
 from lab.workloads import script_build
-from lab.workloads.script import ScriptParams, check_finding, workload_argv
+from lab.workloads.script import ScriptCheck, ScriptParams, check_finding, workload_argv
 
 SCENARIO = """
 [scenario]
@@ -53,8 +53,10 @@ def scenario_dir(tmp_path: Path) -> Path:
 def test_sources_are_read_relative_to_the_scenario_and_kept_in_the_case(tmp_path: Path) -> None:
     path = scenario_dir(tmp_path)
     (case,) = expand(load_scenario(path))
-    assert case.params.source == "echo repro\n" and case.params.check_source == "exit 0\n"
-    assert case.check.crash.after_ack == 3
+    params, check = case.params, case.check
+    assert isinstance(params, ScriptParams) and isinstance(check, ScriptCheck)
+    assert params.source == "echo repro\n" and params.check_source == "exit 0\n"
+    assert check.crash.after_ack == 3
     exported = tmp_path / "elsewhere" / "export.toml"
     exported.parent.mkdir()
     exported.write_text(export_case_scenario(case))
@@ -77,8 +79,10 @@ def test_scenario_errors_name_the_field(tmp_path: Path, edit: tuple[str, str], m
 
 def test_the_shipped_example_expands() -> None:
     (case,) = expand(load_scenario(scenarios_dir() / "script-map-shared.toml"))
-    assert "pmemlab_ack" in case.params.source and case.params.language == "c"
-    assert case.expect is Verdict.VIOLATION and case.check.crash.after_ack == 20
+    params, check = case.params, case.check
+    assert isinstance(params, ScriptParams) and isinstance(check, ScriptCheck)
+    assert "pmemlab_ack" in params.source and params.language == "c"
+    assert case.expect is Verdict.VIOLATION and check.crash.after_ack == 20
 
 
 def test_the_wrapper_unpacks_marks_and_execs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,7 +131,7 @@ def test_check_findings() -> None:
 
 def test_a_params_model_alone_is_valid() -> None:
     ScriptParams()  # every field defaulted: the kind catalog relies on it
-    assert parse_scenario  # imported for the layering of scenario checks
+    assert callable(parse_scenario)  # imported for the layering of scenario checks
 
 
 @pytest.mark.parametrize(("args", "message"), [
