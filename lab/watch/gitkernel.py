@@ -11,7 +11,9 @@ user's own tree and its work files are never touched), with:
 
 and must leave arch/x86/boot/bzImage (or ./bzImage) and .config. The result is kept in
 cache_dir()/kernels/git/SOURCE/COMMIT/ (bzImage, .config, modules/): a commit is built once.
-A failed build is a KernelBuildError carrying the log's tail, never a pass.
+A failed build is a KernelBuildError carrying the log's tail, never a pass. One that looks like the
+host's trouble rather than the commit's (timed out, killed by a signal, a full disk, the compiler
+out of memory) says so in `host_trouble`, and the watch builds that commit again on its next run.
 """
 
 from __future__ import annotations
@@ -34,8 +36,37 @@ BUILD_TIMEOUT_S = 6 * 3600  # a full kernel build on a small host; past this it 
 LOG_TAIL_LINES = 25
 
 
+# Log lines that blame the host, not the commit: a full disk, the OOM killer taking the compiler.
+HOST_TROUBLE_SIGNS = ("No space left on device", "Cannot allocate memory", "signal terminated program",
+                      "virtual memory exhausted", "out of memory allocating")
+
+
 class KernelBuildError(LabError):
-    """The build command failed: the message ends with the build log's tail."""
+    """The build command failed: the message ends with the build log's tail. `host_trouble` says why
+    the failure looks like the host's (worth building again), None when it looks like the commit's."""
+
+    def __init__(self, message: str, host_trouble: str | None = None) -> None:
+        super().__init__(message)
+        self.host_trouble = host_trouble
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def host_trouble(status: int | None, tail: str) -> str | None:
+    """Why a failed build looks like the host's trouble rather than the commit's; None if it does not."""
+    if status is None:
+        return "it timed out"
+    if status < 0:
+        return f"it was killed by {_signal_name(-status)}"
+    if status in (128 + signal.SIGKILL, 128 + signal.SIGTERM):
+        return f"a command of it was killed by {_signal_name(status - 128)}"
+    sign = next((s for s in HOST_TROUBLE_SIGNS if s.lower() in tail.lower()), None)
+    return f"its log says {sign!r}" if sign else None
 
 
 def _git(tree: Path, *args: str, timeout: float = 120) -> str:
@@ -110,9 +141,10 @@ def build_git_kernel(source: str, git: GitKernel, version: str, *, timeout: floa
         if status != 0:
             shutil.copyfile(log, out.parent / f"{commit}.failed.log")
             why = f"timed out after {timeout:.0f} s" if status is None else f"exited with status {status}"
+            tail = _tail(log)
             raise KernelBuildError(f"kernel source {source}: build of {version} {why} "
                                    f"(command: {git.build or DEFAULT_BUILD}; log: {out.parent / (commit + '.failed.log')}); "
-                                   f"last lines of its log:\n{_tail(log)}")
+                                   f"last lines of its log:\n{tail}", host_trouble(status, tail))
         bzimage = next((p for p in (checkout / "arch" / "x86" / "boot" / "bzImage", checkout / "bzImage")
                         if p.is_file()), None)
         if bzimage is None or not (checkout / ".config").is_file():

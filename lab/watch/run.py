@@ -205,17 +205,23 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
                 build_image(source, version, ref)
         except (KernelBuildError, KernelConfigError) as exc:
             # This kernel cannot be tested: said (and mailed), remembered so it is not rebuilt every
-            # run; the source's next version is tried as usual.
+            # run; the source's next version is tried as usual. A failure that looks like the host's
+            # (timed out, killed, disk full, compiler out of memory) is not remembered: built again next run.
+            trouble = getattr(exc, "host_trouble", None)
+            then = (f"it looks like this host's trouble, not the kernel's ({trouble}): the next watch run builds "
+                    "it again" if trouble else "its next version will be tried")
             text = (f"pmemlab watch {plan.name}: kernel source {source.name} {version}\n"
-                    f"BUILD FAILED: no image for this kernel; nothing ran on it (its next version will be tried)\n"
+                    f"BUILD FAILED: no image for this kernel; nothing ran on it ({then})\n"
                     f"{exc}\n")
             safe = version.replace("/", "_").replace("@", "-")
             result.reports.append(_write_report(report_dir, f"build-{source.name}-{safe}.txt", text))
             result.texts.append(text)
-            result.headlines.append(f"{source.name}: BUILD FAILED for {version}")
+            result.headlines.append(f"{source.name}: BUILD FAILED for {version}"
+                                    + (" (host trouble: retried next run)" if trouble else ""))
             result.statuses.append(2)
             say(text.rstrip("\n"))
-            store.watch_record_seen(plan.name, source.name, version)
+            if not trouble:
+                store.watch_record_seen(plan.name, source.name, version)
             continue
         for path, name, _ref in scenarios:
             before = [item.campaign for item in store.list_campaigns()]

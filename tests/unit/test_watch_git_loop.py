@@ -17,7 +17,7 @@ from lab.errors import ConfigError
 from lab.image.kernel import user_kernel
 from lab.paths import cache_dir
 from lab.store import ResultsStore
-from lab.watch.gitkernel import KernelBuildError, build_git_kernel, git_version
+from lab.watch.gitkernel import KernelBuildError, build_git_kernel, git_version, host_trouble
 from lab.watch.plan import GitKernel, load_plan
 from lab.watch.sources import directory_version
 
@@ -92,6 +92,7 @@ def test_a_failed_build_says_why_with_the_log_tail(tmp_path: Path, monkeypatch: 
         build_git_kernel("next", source, git_version(source))
     assert "exited with status 3" in str(info.value) and str(info.value).endswith(
         "last lines of its log:\ncompiling fs/dax.c\nfs/dax.c:12: error: oops")
+    assert info.value.host_trouble is None, "a compile error is the commit's, not the host's"
     no_output = GitKernel(tree, "main", "true")
     with pytest.raises(KernelBuildError, match="left no arch/x86/boot/bzImage"):
         build_git_kernel("other", no_output, git_version(no_output))
@@ -130,6 +131,29 @@ def test_watch_reports_a_build_failure_and_does_not_rebuild_it(tmp_path: Path) -
     assert again.returncode == 0 and "already ran (no new kernel)" in again.stdout
     with ResultsStore.open(load_plan(plan).db) as store:
         assert store.list_campaigns() == []
+
+
+@pytest.mark.parametrize("status, tail, why", [
+    (None, "", "it timed out"),
+    (-9, "", "it was killed by SIGKILL"),
+    (137, "", "a command of it was killed by SIGKILL"),
+    (2, "gcc: fatal error: Killed signal terminated program cc1", "its log says 'signal terminated program'"),
+    (2, "fs/dax.o: No space left on device", "its log says 'No space left on device'"),
+    (2, "fs/dax.c:12: error: 'x' undeclared", None),
+    (1, "", None),
+])
+def test_a_build_failure_blames_the_host_only_on_its_signs(status: int | None, tail: str, why: str | None) -> None:
+    assert host_trouble(status, tail) == why
+
+
+def test_a_build_that_failed_by_the_hosts_trouble_is_built_again_next_run(tmp_path: Path) -> None:
+    counter = tmp_path / "builds"
+    plan = git_plan(tmp_path, f"echo x >> {counter}; echo 'cc1: out of memory allocating 65536 bytes' >&2; exit 2")
+    first = pmemlab("watch", str(plan), "--once", tmp=tmp_path)
+    assert first.returncode == 2 and "looks like this host's trouble" in first.stdout, first.stdout + first.stderr
+    again = pmemlab("watch", str(plan), "--once", tmp=tmp_path)
+    assert again.returncode == 2 and "already ran" not in again.stdout, again.stdout
+    assert counter.read_text().count("x") == 2, "the commit was not built again"
 
 
 class Watcher:
