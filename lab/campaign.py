@@ -34,7 +34,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from lab import attempt
 from lab.cases import Case
-from lab.runner.guest_run import RunHooks, WorkloadResult
+from lab.runner.guest_run import RunHooks, WorkloadResult, hung_coming_up
 from lab.runner.machines import BootMode
 from lab.workloads.catalog import get_kind
 from lab.image.cache import Image
@@ -228,8 +228,12 @@ def _settle(ctx: CampaignContext, case: Case, slot: str, progress: Progress, att
     if ctx.stop.is_set():
         # Killed by the interrupt or stopped for a full disk: left for `interrupt_running` to mark.
         return CaseOutcome(case, result, attempt_no, interrupted=True)
-    retry = (result.verdict is Verdict.INFRA_ERROR and case.expect is not Verdict.INFRA_ERROR
-             and attempt_no - first_attempt < ctx.max_infra_retries)
+    tries = attempt_no - first_attempt
+    # INFRA-ERROR is retried up to the bound. A machine that never came up (a boot or restore past its
+    # deadline: seen once in a TCG cold boot under load, stuck at 3 guest seconds) is retried once: a
+    # kernel that hangs at boot hangs again and is then HANG; a one-off stall is not called one.
+    retry = (result.verdict is not case.expect and tries < ctx.max_infra_retries
+             and (result.verdict is Verdict.INFRA_ERROR or (hung_coming_up(result) and tries == 0)))
     if not ctx.store.finish_attempt(attempt_id, result.to_dict(), final=not retry, host=host):
         return CaseOutcome(case, result, attempt_no, interrupted=True)  # delivered twice: counted once already
     if retry:

@@ -640,7 +640,8 @@ def _failure_at(outcome: WorkloadCuts) -> Finding:
     assert outcome.failure is not None
     where = outcome.failure_phase or "workload"
     verdict = Verdict.HANG if isinstance(outcome.failure, AgentTimeout) else Verdict.INFRA_ERROR
-    return Finding("deadline" if verdict is Verdict.HANG else "lab", verdict, f"{where}: {outcome.failure}")
+    return Finding("deadline" if verdict is Verdict.HANG else "lab", verdict, f"{where}: {outcome.failure}",
+                   {"phase": where})
 
 
 def _copy_workload_view(workload: GuestRun, outcome: WorkloadCuts, pre: PreCut, run: GuestRun) -> None:

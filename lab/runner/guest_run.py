@@ -217,12 +217,24 @@ def _run_guarded(run: GuestRun, body: Callable[[GuestRun], list[Finding]]) -> Wo
     return result
 
 
+# Phases that bring a machine up: a deadline passed in one is a machine that never answered, before
+# the run asked anything of its kernel (lab.campaign retries such a HANG once).
+BRING_UP_PHASES = frozenset({"boot", "restore", "recovery_boot", "recovery_restore"})
+
+
 def failure_finding(run: GuestRun, exc: Exception) -> Finding:
     """A passed deadline is HANG; any other lab error INFRA-ERROR; both name the phase they hit."""
     where = run.timer.current or "run"
     if isinstance(exc, AgentTimeout):
-        return Finding("deadline", Verdict.HANG, f"{where}: {exc}")
+        return Finding("deadline", Verdict.HANG, f"{where}: {exc}", {"phase": where})
     return Finding("lab", Verdict.INFRA_ERROR, f"{where}: {run.result.error or exc}")
+
+
+def hung_coming_up(result: WorkloadResult) -> bool:
+    """A HANG whose deadline passed while a machine was coming up (booting or restoring), not in the
+    workload or the recovery the run judges."""
+    return result.verdict is Verdict.HANG and any(
+        f.oracle == "deadline" and f.details.get("phase") in BRING_UP_PHASES for f in result.findings)
 
 
 def record_failure(run: GuestRun, exc: BaseException) -> None:

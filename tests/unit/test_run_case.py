@@ -17,6 +17,7 @@ from lab.campaign import CampaignContext, NoProgress, run_case, run_cases
 from lab.cases import Case, expand
 from lab.runner.guest_run import RunHooks, WorkloadResult
 from lab.scenario import load_scenario
+from lab.oracles.finding import Finding
 from lab.store.db import ResultsStore
 from lab.verdict import Verdict
 from lab.vm.accel import AccelVerdict
@@ -83,6 +84,40 @@ def test_retries_are_bounded(setup: Any) -> None:
     outcome = run_case(ctx, cases[0], "machine 1", NoProgress())
     assert outcome.result is not None and outcome.result.verdict is Verdict.INFRA_ERROR
     assert outcome.attempts == 1 + campaign.MAX_INFRA_RETRIES == len(attempts(ctx, cases[0]))
+
+
+def hang_in(case: Case, run_dir: Path, phase: str) -> WorkloadResult:
+    result = result_for(case, run_dir, Verdict.HANG, f"machine 'workload': the guest agent was not ready ({phase})")
+    result.findings.append(Finding("deadline", Verdict.HANG, f"{phase}: not ready within 120 s", {"phase": phase}))
+    return result
+
+
+@pytest.mark.parametrize("phase", ["boot", "recovery_restore"])
+def test_a_machine_that_never_came_up_is_tried_once_more(setup: Any, phase: str) -> None:
+    """A one-off stall while a machine comes up is not called HANG: the case runs again, once."""
+    calls: list[int] = []
+
+    def run(check: Any, image: Any, accel: Any, run_dir: Path, hooks: RunHooks) -> WorkloadResult:
+        calls.append(1)
+        return hang_in(case, run_dir, phase) if len(calls) == 1 else result_for(case, run_dir, Verdict.PASS)
+
+    ctx, cases = setup("smoke.toml", run)
+    case = cases[0]
+    outcome = run_case(ctx, case, "machine 1", NoProgress())
+    assert outcome.result is not None and outcome.result.verdict is Verdict.PASS and outcome.attempts == 2
+    assert [a.verdict for a in attempts(ctx, case)] == ["HANG", "PASS"]
+
+
+@pytest.mark.parametrize("phase, tries", [("boot", 2), ("workload", 1), ("recovery_mount", 1)])
+def test_a_hang_is_final_when_it_repeats_or_the_kernel_was_running_the_check(setup: Any, phase: str,
+                                                                             tries: int) -> None:
+    """A kernel that hangs at boot every time is HANG after one more try; a hang in the workload or the
+    recovery is the kernel's answer at once."""
+    cases: list[Case]  # declared first: the fake runner below reads it
+    ctx, cases = setup("smoke.toml", lambda check, image, accel, run_dir, hooks: hang_in(cases[0], run_dir, phase))
+    outcome = run_case(ctx, cases[0], "machine 1", NoProgress())
+    assert outcome.result is not None and outcome.result.verdict is Verdict.HANG and outcome.attempts == tries
+    assert [a.verdict for a in attempts(ctx, cases[0])] == ["HANG"] * tries
 
 
 def test_a_full_disk_stops_the_campaign_without_retrying(setup: Any) -> None:

@@ -199,9 +199,14 @@ def test_loop_repeats_goes_on_after_a_failing_check_and_stops_on_sigterm(tmp_pat
     watcher = Watcher(plan, tmp_path)
     try:
         watcher.wait_for("check 2 failed: kernel directory")
-        (kernel / "bzImage").write_bytes(b"\x00kernel" * 100)
+        # Remembered as seen before it appears (a bzImage is all the version hashes), so no check can
+        # find it new in between and start an image build.
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        (staged / "bzImage").write_bytes(b"\x00kernel" * 100)
         with ResultsStore.open(f"sqlite:///{tmp_path}/results.db") as store:
-            store.watch_record_seen("nightly", "mine", directory_version(kernel))
+            store.watch_record_seen("nightly", "mine", directory_version(staged))
+        (staged / "bzImage").rename(kernel / "bzImage")
         watcher.wait_for("already ran (no new kernel)")
         watcher.wait_for("next check in 1 s")
     finally:
