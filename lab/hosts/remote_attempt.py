@@ -84,7 +84,7 @@ def run_attempt(conn: HostConnection, spec: dict[str, Any], local_runs: Path, ke
         data["run_dir"] = str(local_runs / str(name))
         fetched = local_runs / str(name) / "result.json"
         if fetched.is_file():  # the host's copy names the host's path, which does not exist here
-            write_json(fetched, data)
+            write_json(fetched, {**data, "host": host.name})
     return outcome
 
 
