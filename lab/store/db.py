@@ -46,7 +46,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 30.0
 # Files of a run directory recorded as artifacts: (kind, glob).
 ARTIFACT_GLOBS = [("result", "result.json"), ("console", "*.console.log"), ("events", "events.log"),
-                  ("fsck", "fsck.txt"), ("capture", "capture")]
+                  ("fsck", "fsck.txt"), ("hang", "*.hang.txt"), ("capture", "capture")]
 _MIGRATION_LOCK = 0x706D656D6C6162  # "pmemlab": the advisory lock key of schema upgrades on PostgreSQL
 _WRITE = "pmemlab_write"  # execution option: this transaction writes (BEGIN IMMEDIATE on SQLite)
 

@@ -354,9 +354,29 @@ class Machine:
             died = self.death(DEATH_WAIT_S if isinstance(exc, (AgentClosed, MachineError)) else 0.0)
         if isinstance(exc, AgentTimeout) and died is None:
             log.info("machine %r: deadline passed: %s", self.spec.name, exc)
+            self.dump_vcpus()
         self.close()
         if died is not None:
             raise died from exc
+
+    def hang_path(self) -> Path:
+        return self.spec.console_log.with_name(f"{self.spec.name}.hang.txt")
+
+    def dump_vcpus(self) -> Path | None:
+        """Where each vCPU was when a deadline passed (QEMU's `info registers -a`), written beside the
+        console as NAME.hang.txt: the RIPs say where a stuck guest kernel sits (symbolize them with the
+        kernel's System.map). Best effort, bounded: it never stands in the way of ending the machine."""
+        if self.qmp is None or self.process is None or not self.process.alive():
+            return None
+        try:
+            text = self.qmp.execute("human-monitor-command", {"command-line": "info registers -a"}, timeout=5.0)
+            path = self.hang_path()
+            path.write_text(f"machine {self.spec.name!r}: vCPU registers when its deadline passed\n\n{text}")
+        except Exception as exc:  # noqa: BLE001 (a diagnostic: the deadline's error is what the run reports)
+            log.info("machine %r: could not read its vCPU registers: %s", self.spec.name, exc)
+            return None
+        log.info("machine %r: vCPU registers at the deadline in %s", self.spec.name, path)
+        return path
 
     def death(self, wait: float = 0.0) -> QemuDied | None:
         """QemuDied if QEMU ended while the lab was not ending it (within `wait` seconds), else None."""

@@ -45,3 +45,26 @@ def test_doctor_json(image: Image, tmp_path: Path) -> None:
     assert {"qemu", "nvdimm", "accelerator", "image", "kernel config"} <= set(names)
     assert names["kernel config"]["ok"] and names["kernel config"]["data"]["FS_DAX"] == "y"
     assert proc.returncode == (0 if data["ok"] else 1)
+
+
+def test_a_guest_past_its_deadline_leaves_its_vcpu_registers(image: Image, accel: AccelVerdict, tmp_path: Path) -> None:
+    """A stuck guest (here: its vCPUs stopped) hits a deadline: the machine writes where each vCPU was
+    beside its console, and the run directory lists it as an artifact."""
+    from lab.errors import AgentTimeout
+    from lab.guest.pmem import Filesystem
+    from lab.runner.machines import BootMode, MachineMaker
+    from lab.store.db import _artifacts as artifacts_of  # what results show lists for a run directory
+
+    maker = MachineMaker(image, accel.accel, MachineShape(), BootMode.SNAPSHOT)
+    media = maker.fresh_media(tmp_path / "nvdimm0.img", Filesystem.EXT4)
+    with pytest.raises(AgentTimeout):
+        with maker.machine("stuck", tmp_path, [media], Filesystem.EXT4) as machine:
+            maker.bring_up(machine)
+            assert machine.qmp is not None
+            machine.qmp.execute("stop")
+            machine.agent.ping(2.0)
+    dump = (tmp_path / "stuck.hang.txt").read_text()
+    assert dump.count("RIP=") == MachineShape().cpus, dump[:2000]
+    assert ("hang", str(tmp_path / "stuck.hang.txt")) in artifacts_of(tmp_path)
+    with MediaLock(media):
+        pass
