@@ -10,6 +10,7 @@ import click
 from lab.cli_common import EXIT_LAB_ERROR, image_option, json_option, lab_errors
 from lab.errors import ConfigError
 from lab.hosts import inventory
+from lab.hosts.link import HEARTBEAT_S, LINK_TIMEOUT_S
 from lab.ui import UI
 
 
@@ -118,12 +119,11 @@ def image_push(host_name: str, image_name: str, as_json: bool) -> None:
 @click.option("--spec", "spec_path", type=click.Path(path_type=Path), required=True, help="The task spec (JSON).")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True, help="Where the outcome goes.")
 @click.option("--link", is_flag=True, help="Watch the controller's heartbeats on stdin; hang up when they stop.")
-@click.option("--link-timeout", "link_timeout", type=click.FloatRange(min=6.0), default=None,
+@click.option("--link-timeout", "link_timeout", type=click.FloatRange(min=3 * HEARTBEAT_S), default=LINK_TIMEOUT_S,
               help="Seconds without a heartbeat before hanging up (the controller's link timeout).")
 @lab_errors
-def attempt_cmd(spec_path: Path, out_path: Path, link: bool, link_timeout: float | None) -> None:
+def attempt_cmd(spec_path: Path, out_path: Path, link: bool, link_timeout: float) -> None:
     """One campaign task on this host, as a controller started it over SSH (lab.hostrun.remote_side)."""
-    from lab.hosts.link import LINK_TIMEOUT_S
     from lab.hostrun.remote_side import serve
 
-    serve(spec_path, out_path, link, LINK_TIMEOUT_S if link_timeout is None else link_timeout)
+    serve(spec_path, out_path, link, link_timeout)

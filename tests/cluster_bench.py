@@ -18,48 +18,39 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 SLEEP_S = "0.5"
-SCENARIO = b"""
-[scenario]
-name = "cluster-bench"
-description = "20 cases of the sleep kind"
-workload = "mapsync"
-repeat = 10
-seed = 1
+ROUNDS_OF_SMOKE = 10  # scenarios/smoke.toml's two cells, ten times over: 20 cases
 
-[matrix]
-fs = ["ext4"]
-map_sync = [true, false]
 
-[crash]
-strategy = "after_ack"
-ack = 20
+def _cases(work: Path) -> list[Any]:
+    """smoke.toml's cases, repeated, on the sleep kind (its matrix and expectations as they are)."""
+    from lab.cases import expand
+    from lab.paths import scenarios_dir
+    from lab.scenario import parse_scenario
+    from tests.unit import cluster_kind
 
-[[expect]]
-where = { map_sync = false }
-verdict = "VIOLATION"
-
-[[expect]]
-verdict = "PASS"
-"""
+    text = (scenarios_dir() / "smoke.toml").read_bytes()
+    assert b"\nrepeat = 1\n" in text, "scenarios/smoke.toml changed its repeat line"
+    scenario = parse_scenario(text.replace(b"\nrepeat = 1\n", f"\nrepeat = {ROUNDS_OF_SMOKE}\n".encode()),
+                              work / "smoke.toml")
+    return [replace(c, workload=cluster_kind.NAME) for c in expand(scenario)]
 
 
 def _round(work: Path) -> dict[str, float]:
     from lab.campaign import CampaignContext, NoProgress, run_cases
-    from lab.cases import expand
     from lab.cluster import local
     from lab.cluster.client import ClusterExecutor, connect
     from lab.image.cache import resolve
     from lab.paths import cache_dir
-    from lab.scenario import parse_scenario
     from lab.store.db import ResultsStore
     from lab.vm.accel import AccelVerdict
     from lab.vm.spec import Accel
     from tests.unit import cluster_kind
 
     image = resolve(cache_dir())
-    cases = [replace(c, workload=cluster_kind.NAME) for c in expand(parse_scenario(SCENARIO, work / "s.toml"))]
+    cases = _cases(work)
     medians: dict[str, float] = {}
     with ResultsStore.open(f"sqlite:///{work}/results.db") as store:
         def campaign(name: str, client: object | None = None) -> float:

@@ -630,7 +630,7 @@ def _judge_adr_slot(run: GuestRun, plan: CutPlan, pre: PreCut, power: PowerCut, 
         found.append(Finding("crash-state", Verdict.PASS, f"{label}: the cut left {len(states)} distinct ADR crash "
                              f"state(s); this slot judged {state.id} again", {"crash_state": label,
                                                                             "distinct_states": len(states)}))
-    if not repeat:
+    else:
         metrics["states"][slot]["verdict"] = verdict_of(found).value
     return [Finding(f.oracle, f.verdict, f"[{state.id}] {f.summary}", {**f.details, "crash_state": state.id})
             for f in found]

@@ -82,7 +82,7 @@ def _watch_link(stop: threading.Event, silence_s: float = LINK_TIMEOUT_S) -> thr
     return beater
 
 
-def serve(spec_path: Path, out_path: Path, link: bool, link_timeout_s: float = LINK_TIMEOUT_S) -> None:
+def serve(spec_path: Path, out_path: Path, link: bool, link_timeout_s: float) -> None:
     try:
         spec: dict[str, Any] = json.loads(spec_path.read_text())
     except (OSError, ValueError) as exc:

@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 from lab.hosts.inventory import Host
 from lab.hosts.link import BEAT, HEARTBEAT_S, PHASE, link_timeout_s
-from lab.hosts import link
 from lab.hosts.ssh import HostConnection, HostError
 from lab.runs import write_json
 
@@ -89,11 +88,10 @@ def run_attempt(conn: HostConnection, spec: dict[str, Any], local_runs: Path, ke
 
 
 def _follow(conn: HostConnection, argv: list[str], on_phase: Callable[[str], None],
-            cancel: threading.Event | None, deadline_s: float, silence_s: float | None = None) -> list[str]:
+            cancel: threading.Event | None, deadline_s: float, silence: float) -> list[str]:
     """Run `argv` there under a pty until it exits, heartbeats both ways; the last lines it printed.
-    The host is lost after `silence_s` (default: the link's LINK_TIMEOUT_S) with nothing from it."""
+    The host is lost after `silence` seconds with nothing from it."""
     host = conn.host
-    silence = link.LINK_TIMEOUT_S if silence_s is None else silence_s
     channel = conn.open_pty(argv)
     channel.settimeout(0.5)
     started = last_heard = last_beat = time.monotonic()

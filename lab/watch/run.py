@@ -207,7 +207,7 @@ def watch_once(plan: Plan, store: ResultsStore, build_image: BuildImage, say: Sa
             # This kernel cannot be tested: said (and mailed), remembered so it is not rebuilt every
             # run; the source's next version is tried as usual. A failure that looks like the host's
             # (timed out, killed, disk full, compiler out of memory) is not remembered: built again next run.
-            trouble = getattr(exc, "host_trouble", None)
+            trouble = exc.host_trouble if isinstance(exc, KernelBuildError) else None
             then = (f"it looks like this host's trouble, not the kernel's ({trouble}): the next watch run builds "
                     "it again" if trouble else "its next version will be tried")
             text = (f"pmemlab watch {plan.name}: kernel source {source.name} {version}\n"
